@@ -1,0 +1,32 @@
+# Set-up and entry points. Every target creates ./.venv and installs the project on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.install-stamp
+
+.PHONY: install test test-all demo lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first: the CPU wheel (or the image's build) must satisfy every later requirement.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[nemo,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python recipes/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check focus_nemo recipes tests
+
+clean:
+	rm -rf $(VENV) outputs runs

@@ -1,0 +1,14 @@
+"""Single-device Evo-2 / StripedHyena 2 with exact streaming state (no NeMo/Megatron imports)."""
+
+from focus_nemo.evo2.config import PRESETS, Evo2Config
+from focus_nemo.evo2.model import Evo2Model, Evo2State, KVCache
+from focus_nemo.evo2.tokenizer import decode, encode
+
+__all__ = ["PRESETS", "Evo2Config", "Evo2Model", "Evo2State", "KVCache", "decode", "encode", "load_evo2"]
+
+
+def load_evo2(path, **kwargs):
+    """Load an Evo-2 checkpoint of any supported format (see `focus_nemo.evo2.checkpoint`)."""
+    from focus_nemo.evo2.checkpoint import load_evo2 as _load
+
+    return _load(path, **kwargs)

@@ -1,0 +1,381 @@
+"""Single-device Evo-2 (StripedHyena 2) with exact chunked streaming.
+
+Blocks (pre-norm residual, then a gated MLP), by the layer pattern of `Evo2Config`:
+
+* Hyena blocks (S, D, H): ``z = W_in RMSNorm(u)`` (D -> 3D), a length-3 depthwise causal
+  "featurizer" FIR on the 3D channels, channels regrouped per hidden channel d as
+  (gate, pre, v) = (z[3d], z[3d+1], z[3d+2]), then ``y = gate * (h * (pre * v) + D * (pre * v))``
+  with the block's filter h, and ``u += W_out y + b``. S: explicit length-7 filter; D: explicit
+  length-128 filter; H: implicit modal filter as long as the input.
+* Attention blocks (*): multi-head causal self attention with rotary embeddings at absolute
+  positions (optionally linearly scaled), fused Wqkv without bias, output projection with bias.
+
+Streaming: `init_state()` returns an `Evo2State`; `forward_chunk(tokens, state)` consumes the next
+chunk and returns its logits and the new state. Hyena state is constant-size (FIR tails and the
+modal state), attention keeps a plain KV cache (post-rotary keys at absolute positions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from focus_nemo.evo2.config import Evo2Config
+from focus_nemo.evo2.ops import apply_rotary, causal_fir, modal_iir, rotary_cos_sin
+
+
+class RMSNorm(nn.Module):
+    """x * rsqrt(mean(x^2) + eps) * weight (Megatron / Transformer Engine form), computed in fp32."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+class GatedMLP(nn.Module):
+    """l3(act(l1 x) * l2 x); act is GELU in layer 0 and the identity after it in Evo-2."""
+
+    def __init__(self, cfg: Evo2Config, use_activation: bool) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=False)
+        self.l2 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=False)
+        self.l3 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
+        self.use_activation = use_activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.l1(x)
+        if self.use_activation:
+            g = F.gelu(g)
+        return self.l3(g * self.l2(x))
+
+
+class HyenaFilter(nn.Module):
+    """The sequence filter of one Hyena block, with streaming state.
+
+    Parameters by kind (channel d uses group d // (D / groups) for the grouped explicit filters):
+      S: ``weight`` [G, K] (F.conv1d orientation: last tap = current sample), optional ``bias`` [G].
+      D: ``h`` [G, K] impulse response (h[:, 0] multiplies the current sample), ``D`` [D].
+      H: ``log_poles`` [D, N], ``residues`` [D, N], ``D`` [D]; h[t] = sum_n R exp(logp t).
+    """
+
+    def __init__(self, cfg: Evo2Config, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        D = cfg.hidden_size
+        if kind == "S":
+            self.groups = cfg.hcs_groups
+            self.weight = nn.Parameter(torch.empty(cfg.hcs_groups, cfg.hcs_filter_length))
+            self.bias = nn.Parameter(torch.zeros(cfg.hcs_groups)) if cfg.short_conv_bias else None
+        elif kind == "D":
+            self.groups = cfg.hcm_groups
+            self.h = nn.Parameter(torch.empty(cfg.hcm_groups, cfg.hcm_filter_length))
+            self.D = nn.Parameter(torch.empty(D))
+        elif kind == "H":
+            self.groups = cfg.hcl_groups
+            self.log_poles = nn.Parameter(torch.empty(cfg.hcl_groups, cfg.state_size))
+            self.residues = nn.Parameter(torch.empty(cfg.hcl_groups, cfg.state_size))
+            self.D = nn.Parameter(torch.empty(D))
+        else:
+            raise ValueError(f"unknown Hyena filter kind {kind!r}")
+        self.group_dim = D // self.groups
+        self._cfg = cfg
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        cfg = self._cfg
+        if self.kind == "S":
+            b = 1 / math.sqrt(cfg.hcs_filter_length)
+            self.weight.uniform_(-b, b, generator=generator)
+        elif self.kind == "D":
+            # Explicit filter with a fixed exponential decay per group (NeMo "weak" decay preset);
+            # the decay is baked into h, as in the published inference checkpoints.
+            K = cfg.hcm_filter_length
+            h = torch.randn(self.groups, K, generator=generator) / math.sqrt(K)
+            rates = torch.logspace(-2, 2, self.groups)[:, None]
+            self.h.copy_(h * torch.exp(-rates * torch.linspace(0, 1, K)[None]))
+            b = 1 / math.sqrt(K)
+            self.D.uniform_(-b, b, generator=generator)
+        else:
+            gamma = torch.rand(self.groups, cfg.state_size, generator=generator)
+            gamma = gamma * (cfg.modal_gamma_max - cfg.modal_gamma_min) + cfg.modal_gamma_min
+            self.log_poles.copy_(-gamma)  # p = -1 in NeMo's parametrisation: logp = -exp(p) * gamma
+            self.residues.copy_(0.1 * torch.randn(self.groups, cfg.state_size, generator=generator)
+                                / math.sqrt(cfg.state_size))
+            self.D.uniform_(-0.1, 0.1, generator=generator)
+
+    def _expand(self, t: torch.Tensor) -> torch.Tensor:
+        return t.repeat_interleave(self.group_dim, dim=0) if self.group_dim > 1 else t
+
+    def init_state(self, batch_size: int, device, dtype) -> dict:
+        D = self._cfg.hidden_size
+        if self.kind == "H":
+            return {"modal": torch.zeros(batch_size, D, self._cfg.state_size, device=device, dtype=torch.float32)}
+        K = self.weight.shape[-1] if self.kind == "S" else self.h.shape[-1]
+        return {"fir": torch.zeros(batch_size, D, K - 1, device=device, dtype=dtype)}
+
+    def forward(self, z: torch.Tensor, state: dict | None, need_state: bool) -> tuple[torch.Tensor, dict | None]:
+        """z = pre * v [B, D, L] -> h * z + D * z (the gate is applied by the caller)."""
+        if self.kind == "S":
+            y, tail = causal_fir(z, self._expand(self.weight), None if state is None else state["fir"])
+            if self.bias is not None:
+                y = y + self._expand(self.bias)[:, None].to(z.dtype) * z
+            return y, ({"fir": tail} if need_state else None)
+        if self.kind == "D":
+            taps = self._expand(self.h).flip(-1)  # impulse response -> conv1d orientation
+            y, tail = causal_fir(z, taps, None if state is None else state["fir"])
+            return y + self.D[:, None].to(z.dtype) * z, ({"fir": tail} if need_state else None)
+        lp, r = self._expand(self.log_poles.clamp(max=0.0)), self._expand(self.residues)
+        y, s = modal_iir(z, lp, r, None if state is None else state["modal"], need_state)
+        y = (y + self.D[:, None].float() * z.float()).to(z.dtype)
+        return y, ({"modal": s} if need_state else None)
+
+
+class HyenaMixer(nn.Module):
+    """Input projection, featurizer FIR, gating and filter, output projection."""
+
+    def __init__(self, cfg: Evo2Config, kind: str) -> None:
+        super().__init__()
+        D = cfg.hidden_size
+        self.projections = nn.Linear(D, 3 * D, bias=False)
+        self.featurizer = nn.Parameter(torch.empty(3 * D, cfg.short_filter_length))  # conv1d orientation
+        self.filter = HyenaFilter(cfg, kind)
+        self.out_proj = nn.Linear(D, D, bias=True)
+
+    def init_state(self, batch_size: int, device, dtype) -> dict:
+        D3, K = self.featurizer.shape
+        return {"featurizer": torch.zeros(batch_size, D3, K - 1, device=device, dtype=dtype),
+                "filter": self.filter.init_state(batch_size, device, dtype)}
+
+    def forward(self, x: torch.Tensor, state: dict | None = None, need_state: bool = False):
+        """x: normed input [B, L, D] -> (mixer output [B, L, D], new state or None)."""
+        z = self.projections(x).transpose(1, 2)  # [B, 3D, L]
+        z, feat_tail = causal_fir(z, self.featurizer, None if state is None else state["featurizer"])
+        gate, pre, v = z[:, 0::3], z[:, 1::3], z[:, 2::3]
+        y, filt_state = self.filter(pre * v, None if state is None else state["filter"], need_state)
+        y = (gate * y).transpose(1, 2)
+        new_state = {"featurizer": feat_tail, "filter": filt_state} if need_state else None
+        return self.out_proj(y), new_state
+
+
+class KVCache:
+    """Append-only key/value store [B, H, T, hd] with amortised O(1) growth."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = k.shape[2]
+        need = self.length + n
+        if self.k is None or need > self.k.shape[2]:
+            cap = max(need, 2 * (self.k.shape[2] if self.k is not None else 0), 256)
+            newk = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
+            newv = v.new_empty(newk.shape)
+            if self.k is not None and self.length:
+                newk[:, :, : self.length] = self.k[:, :, : self.length]
+                newv[:, :, : self.length] = self.v[:, :, : self.length]
+            self.k, self.v = newk, newv
+        self.k[:, :, self.length: need] = k
+        self.v[:, :, self.length: need] = v
+        self.length = need
+        return self.k[:, :, :need], self.v[:, :, :need]
+
+    def nbytes(self) -> int:
+        """Bytes held by live entries (not the spare capacity)."""
+        if self.k is None:
+            return 0
+        return 2 * self.length * self.k.shape[0] * self.k.shape[1] * self.k.shape[3] * self.k.element_size()
+
+
+class Attention(nn.Module):
+    """Multi-head self attention, fused Wqkv rows ordered [Q; K; V], rotary on the full head."""
+
+    def __init__(self, cfg: Evo2Config) -> None:
+        super().__init__()
+        D = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = cfg.head_dim
+        self.rotary_base = cfg.rotary_base
+        self.rotary_scaling = cfg.rotary_scaling
+        self.wqkv = nn.Linear(D, 3 * D, bias=False)
+        self.out_proj = nn.Linear(D, D, bias=cfg.attn_out_bias)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, _ = x.shape
+        return x.view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def qkv(self, x: torch.Tensor, positions: torch.Tensor, wqkv: torch.Tensor | None = None):
+        """Project and rotate: x [B, L, D] at positions [L] (or [B, L]) -> q, k, v [B, H, L, hd]."""
+        q, k, v = F.linear(x, self.wqkv.weight if wqkv is None else wqkv).chunk(3, dim=-1)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        cos, sin = rotary_cos_sin(positions, self.head_dim, self.rotary_base, self.rotary_scaling)
+        if cos.dim() == 3:  # per-batch positions
+            cos, sin = cos[:, None], sin[:, None]
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def merge_heads(self, o: torch.Tensor) -> torch.Tensor:
+        B, H, L, hd = o.shape
+        return o.transpose(1, 2).reshape(B, L, H * hd)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        q, k, v = self.qkv(x, positions)
+        if cache is None or cache.length == 0:
+            if cache is not None:
+                cache.append(k, v)
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            past = cache.length
+            k, v = cache.append(k, v)
+            L, T = q.shape[2], k.shape[2]
+            mask = torch.ones(L, T, dtype=torch.bool, device=q.device)
+            mask[:, past:] = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out_proj(self.merge_heads(o))
+
+
+class Evo2Block(nn.Module):
+    """One block of the hybrid: pre-norm mixer (Hyena or attention) + pre-norm gated MLP."""
+
+    def __init__(self, cfg: Evo2Config, index: int) -> None:
+        super().__init__()
+        self.kind = cfg.pattern[index]
+        self.pre_norm = RMSNorm(cfg.hidden_size, cfg.eps)
+        self.post_norm = RMSNorm(cfg.hidden_size, cfg.eps)
+        if self.kind == "*":
+            self.attn = Attention(cfg)
+        else:
+            self.mixer = HyenaMixer(cfg, self.kind)
+        self.mlp = GatedMLP(cfg, use_activation=(index == 0 or not cfg.activation_first_layer_only))
+
+    @property
+    def is_attention(self) -> bool:
+        return self.kind == "*"
+
+    def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.post_norm(x))
+
+    def forward(self, x, positions, state=None, need_state=False):
+        if self.is_attention:
+            x = x + self.attn(self.pre_norm(x), positions, state)
+            return self.mlp_residual(x), state
+        y, new_state = self.mixer(self.pre_norm(x), state, need_state)
+        return self.mlp_residual(x + y), new_state
+
+
+@dataclass
+class Evo2State:
+    """Streaming state: per block, a Hyena state dict or a KVCache; `offset` = bases consumed."""
+
+    blocks: list = field(default_factory=list)
+    offset: int = 0
+
+    def hyena_nbytes(self) -> int:
+        total = 0
+        for s in self.blocks:
+            if isinstance(s, dict):
+                stack = [s]
+                while stack:
+                    d = stack.pop()
+                    for v in d.values():
+                        if isinstance(v, dict):
+                            stack.append(v)
+                        elif isinstance(v, torch.Tensor):
+                            total += v.numel() * v.element_size()
+        return total
+
+    def kv_nbytes(self) -> int:
+        return sum(s.nbytes() for s in self.blocks if isinstance(s, KVCache))
+
+
+class Evo2Model(nn.Module):
+    """Evo-2 language model over byte tokens. ``model(tokens [B, L]) -> logits [B, L, vocab]``."""
+
+    def __init__(self, cfg: Evo2Config, init: bool = True) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.blocks = nn.ModuleList(Evo2Block(cfg, i) for i in range(cfg.num_layers))
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.eps)
+        if init and not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        std = self.config.init_std
+        out_std = std / math.sqrt(2 * self.config.num_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            elif name.endswith(("out_proj.weight", "mlp.l3.weight")):
+                p.copy_(torch.randn(p.shape, generator=g) * out_std)
+            elif name.endswith("featurizer"):
+                b = 1 / math.sqrt(self.config.short_filter_length)
+                p.uniform_(-b, b, generator=g)
+            elif p.dim() == 2 and ".filter." not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+        for block in self.blocks:
+            if not block.is_attention:
+                block.mixer.filter.reset_parameters(g)
+
+    # ------------------------------------------------------------------ forward
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.embedding(tokens)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Final norm + tied unembedding."""
+        return F.linear(self.final_norm(x), self.embedding.weight)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Full-sequence (parallel) forward: tokens [B, L] -> logits [B, L, vocab]."""
+        x = self.embed(tokens)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        for block in self.blocks:
+            x, _ = block(x, positions)
+        return self.head(x)
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(self, batch_size: int = 1, device=None, dtype=None) -> Evo2State:
+        p = self.embedding.weight
+        device = p.device if device is None else device
+        dtype = p.dtype if dtype is None else dtype
+        blocks = [KVCache() if b.is_attention else b.mixer.init_state(batch_size, device, dtype) for b in self.blocks]
+        return Evo2State(blocks=blocks, offset=0)
+
+    def forward_chunk(self, tokens: torch.Tensor, state: Evo2State) -> tuple[torch.Tensor, Evo2State]:
+        """Consume the next chunk [B, C]; returns (logits [B, C, vocab], new state).
+
+        Hyena states are replaced (not mutated); attention caches grow in place.
+        """
+        if tokens.shape[1] == 0:
+            raise ValueError("forward_chunk: empty chunk")
+        x = self.embed(tokens)
+        positions = torch.arange(state.offset, state.offset + tokens.shape[1], device=tokens.device)
+        new_blocks = []
+        for block, s in zip(self.blocks, state.blocks, strict=True):
+            x, s = block(x, positions, s, need_state=True)
+            new_blocks.append(s)
+        return self.head(x), Evo2State(blocks=new_blocks, offset=state.offset + tokens.shape[1])
+
+    def stream(self, tokens: torch.Tensor, chunk_size: int):
+        """Generator over logits of consecutive chunks of `tokens` [B, L]."""
+        state = self.init_state(tokens.shape[0])
+        for start in range(0, tokens.shape[1], chunk_size):
+            logits, state = self.forward_chunk(tokens[:, start: start + chunk_size], state)
+            yield logits
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

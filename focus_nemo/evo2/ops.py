@@ -1,0 +1,146 @@
+"""Stateless numerical kernels of StripedHyena 2: causal FIR filters with carried tails, the modal
+(sum of real decaying exponentials) long filter with carried state, and rotary embeddings.
+
+Every streaming kernel takes the state left by the previous chunk and returns the new one, so that
+processing a sequence in any chunking reproduces the single full-length call (DESIGN I3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# FIR filters at least this long run through FFT convolution (O(L log L)); shorter ones use a
+# direct depthwise convolution.
+FFT_FIR_MIN_LENGTH = 32
+
+
+def _fft_size(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n (fast sizes for pocketfft / cuFFT)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            v = p35
+            while v < n:
+                v *= 2
+            best = min(best, v)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def causal_fir(u: torch.Tensor, taps: torch.Tensor, tail: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Depthwise causal FIR filter with a carried input tail.
+
+    Args:
+        u: input [B, C, L].
+        taps: [C, K] in cross-correlation orientation (``taps[:, -1]`` multiplies the current
+            sample, ``taps[:, 0]`` the sample K-1 steps back), the layout of ``F.conv1d``.
+        tail: the previous K-1 inputs [B, C, K-1] (zeros at the start of a sequence) or None.
+
+    Returns:
+        (y [B, C, L], new tail [B, C, K-1]).
+    """
+    B, C, L = u.shape
+    K = taps.shape[-1]
+    if tail is None:
+        tail = u.new_zeros(B, C, K - 1)
+    x = torch.cat([tail.to(u.dtype), u], dim=-1)  # [B, C, L + K - 1]
+    new_tail = x[..., x.shape[-1] - (K - 1):] if K > 1 else x[..., :0]
+    if K >= FFT_FIR_MIN_LENGTH:
+        n = _fft_size(x.shape[-1] + K - 1)
+        xf = torch.fft.rfft(x.float(), n=n)
+        hf = torch.fft.rfft(taps.float().flip(-1), n=n)  # impulse response: h[0] = current sample
+        y = torch.fft.irfft(xf * hf, n=n)[..., K - 1: K - 1 + L].to(u.dtype)
+    else:
+        y = F.conv1d(x, taps.to(u.dtype).unsqueeze(1), groups=C)
+    return y, new_tail.contiguous()
+
+
+def modal_filter(log_poles: torch.Tensor, residues: torch.Tensor, length: int) -> torch.Tensor:
+    """Impulse response h[d, t] = sum_n residues[d, n] * exp(log_poles[d, n] * t), t < length (fp32).
+
+    Loops over the modal order so that memory stays O(D * length).
+    """
+    t = torch.arange(length, device=log_poles.device, dtype=torch.float32)
+    lp = log_poles.float()
+    r = residues.float()
+    h = torch.zeros(lp.shape[0], length, device=lp.device, dtype=torch.float32)
+    for n in range(lp.shape[1]):
+        h.addcmul_(r[:, n: n + 1], torch.exp(lp[:, n: n + 1] * t))
+    return h
+
+
+def fft_causal_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """Causal convolution y[t] = sum_{j<=t} h[:, j] u[:, t-j] of u [B, C, L] with h [C, L] (fp32)."""
+    L = u.shape[-1]
+    n = _fft_size(2 * L)
+    y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(h.float(), n=n), n=n)
+    return y[..., :L]
+
+
+def modal_iir(
+    u: torch.Tensor,
+    log_poles: torch.Tensor,
+    residues: torch.Tensor,
+    state: torch.Tensor | None,
+    need_state: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The long implicit filter as a linear recurrence over a chunk, with carried modal state.
+
+    With a = exp(log_poles) (real, < 1) and chunk input u[0..L-1]:
+        y_t   = (h * u)_t + sum_n residues_n * a_n^(t+1) * s0_n
+        s_new = a^L * s0 + sum_tau a^(L-1-tau) * u_tau
+    where s0 is the state left by the previous chunk (zeros at the start). FFT convolution makes
+    the chunk O(L log L); the state has D * order entries whatever the length read so far.
+
+    Args:
+        u: filter input [B, D, L] (any float dtype; computed in fp32).
+        log_poles, residues: [D, N].
+        state: [B, D, N] fp32 or None.
+        need_state: compute the new state (skip for a one-shot full forward).
+
+    Returns:
+        (y [B, D, L] fp32, new state [B, D, N] fp32 or None).
+    """
+    B, D, L = u.shape
+    uf = u.float()
+    y = fft_causal_conv(uf, modal_filter(log_poles, residues, L))
+    lp = log_poles.float()
+    r = residues.float()
+    t = torch.arange(L, device=u.device, dtype=torch.float32)
+    if state is not None:
+        for n in range(lp.shape[1]):
+            decay = torch.exp(lp[:, n: n + 1] * (t + 1))  # [D, L]
+            y.addcmul_(decay, (r[:, n] * state[:, :, n]).unsqueeze(-1))
+    new_state = None
+    if need_state:
+        new_state = torch.empty(B, D, lp.shape[1], device=u.device, dtype=torch.float32)
+        rev = (L - 1) - t
+        for n in range(lp.shape[1]):
+            w = torch.exp(lp[:, n: n + 1] * rev)  # [D, L]
+            s = (uf * w).sum(-1)
+            if state is not None:
+                s = s + torch.exp(lp[:, n] * L) * state[:, :, n]
+            new_state[:, :, n] = s
+    return y, new_state
+
+
+def rotary_cos_sin(
+    positions: torch.Tensor, head_dim: int, base: float, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables [..., L, head_dim] for absolute positions (non-interleaved rotary, fp32)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = (positions.float() / scaling).unsqueeze(-1) * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [B, H, L, hd] by the tables [L, hd] or [B, 1, L, hd] (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
