@@ -1,0 +1,365 @@
+"""FocusModel: a frozen Evo-2 plus the FOCUS adapter.
+
+Three forward paths compute the same ordinary-base logits (DESIGN I1, I2, D7):
+
+* `forward` (training, one pass): ordinary bases and Focus tokens are kept as two streams. Hyena
+  mixers run on the ordinary stream only (Focus tokens bypass them, D2), so the Hyena part is the
+  base model's exact full-sequence computation; norms and MLPs run on both streams. Attention runs
+  window-batched: the queries of window j (its bases and its Focus tokens) against the memory (all
+  Focus tokens, masked to windows < j) plus window j itself. That is the D3 block mask evaluated
+  block-sparsely: O(n (n/k + W)) work instead of the dense O(n^2).
+* `forward_dense` (reference): the literal interleaved sequence with the dense boolean mask.
+* `stream` / `forward_chunk` (inference): window by window with Hyena state carried exactly and
+  only Focus keys/values kept across windows; each window's Focus tokens are computed when the
+  window completes and appended to the memory (bounded memory, I4).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from focus_nemo.evo2.model import Evo2Model, KVCache
+from focus_nemo.evo2.tokenizer import check_tokens
+from focus_nemo.focus.config import FocusConfig, check_k_window
+from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
+
+
+class FocusProjections(nn.Module):
+    """Focus q/k/v/o of one attention block: the base shapes, initialised as copies (D6)."""
+
+    def __init__(self, attn) -> None:
+        super().__init__()
+        self.wqkv = nn.Parameter(attn.wqkv.weight.detach().clone())
+        self.out_proj = nn.Linear(attn.out_proj.in_features, attn.out_proj.out_features,
+                                  bias=attn.out_proj.bias is not None)
+        with torch.no_grad():
+            self.out_proj.weight.copy_(attn.out_proj.weight)
+            if attn.out_proj.bias is not None:
+                self.out_proj.bias.copy_(attn.out_proj.bias)
+        self.to(attn.wqkv.weight.device, attn.wqkv.weight.dtype)
+
+
+def _attend(q, k, v, mask):
+    """SDPA with a boolean mask; rows without any visible key (padding) produce zeros."""
+    empty = ~mask.any(-1, keepdim=True)
+    if bool(empty.any()):
+        mask = mask | empty  # let padding rows see everything; their output is discarded
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@dataclass
+class FocusState:
+    """Streaming state: Hyena states, and per attention block the Focus memory (K/V of every Focus
+    token of completed windows) and the current window's ordinary K/V."""
+
+    hyena: dict = field(default_factory=dict)  # block index -> Hyena state dict
+    memory: dict = field(default_factory=dict)  # block index -> KVCache of Focus entries
+    window_kv: dict = field(default_factory=dict)  # block index -> KVCache of this window's bases
+    memory_tokens: Tokens | None = None
+    offset: int = 0  # bases consumed
+    k: int = 0
+    window: int = 0
+
+    def memory_entries(self) -> dict[int, int]:
+        return {i: c.length for i, c in self.memory.items()}
+
+    def window_entries(self) -> dict[int, int]:
+        return {i: c.length for i, c in self.window_kv.items()}
+
+    def nbytes(self) -> dict[str, int]:
+        hy = 0
+        for s in self.hyena.values():
+            stack = [s]
+            while stack:
+                d = stack.pop()
+                for v in d.values():
+                    if isinstance(v, dict):
+                        stack.append(v)
+                    elif isinstance(v, torch.Tensor):
+                        hy += v.numel() * v.element_size()
+        return {"hyena": hy, "focus_memory": sum(c.nbytes() for c in self.memory.values()),
+                "window": sum(c.nbytes() for c in self.window_kv.values())}
+
+
+class FocusModel(nn.Module):
+    """Frozen Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
+
+    def __init__(self, base: Evo2Model, config: FocusConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or FocusConfig()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.base.eval()
+        emb = base.embedding.weight
+        self.focus_embedding = nn.Parameter(emb[self.config.init_token].detach().clone())
+        self.focus_proj = nn.ModuleDict(
+            {str(i): FocusProjections(b.attn) for i, b in enumerate(base.blocks) if b.is_attention}
+        )
+
+    # ------------------------------------------------------------------ parameters
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.base.eval()  # the base stays frozen (no dropout or other train-mode behaviour)
+        return self
+
+    def focus_parameters(self) -> dict[str, torch.Tensor]:
+        """The adapter's tensors, by their adapter-file names."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("base.")}
+
+    def _ratio(self, k: int | None, window: int | None) -> tuple[int, int]:
+        k = self.config.k if k is None else k
+        window = self.config.window if window is None else window
+        check_k_window(k, window)
+        return k, window
+
+    def _focus_input(self, n: int, batch: int, dtype) -> torch.Tensor:
+        return self.focus_embedding.to(dtype).expand(batch, n, -1)
+
+    # ------------------------------------------------------------------ one-pass forward
+    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
+        """One-pass masked forward over a multi-window sample: tokens [B, n] -> logits [B, n, V]."""
+        check_tokens(tokens, self.base.config.vocab_size)
+        k, window = self._ratio(k, window)
+        B, n = tokens.shape
+        lay = Layout(n, k, window)
+        dev = tokens.device
+        ordn, foc = lay.ordinary(dev), lay.focus(dev)
+        x = self.base.embed(tokens)
+        f = self._focus_input(len(foc), B, x.dtype)
+        for i, block in enumerate(self.base.blocks):
+            if block.is_attention:
+                x, f = self._attention_onepass(i, block, x, f, lay, ordn, foc)
+            else:
+                y, _ = block.mixer(block.pre_norm(x))
+                x = x + y
+            x = block.mlp_residual(x)
+            if len(foc):
+                f = block.mlp_residual(f)
+        return self.base.head(x)
+
+    def _attention_onepass(self, i, block, x, f, lay: Layout, ordn: Tokens, foc: Tokens):
+        attn, fp = block.attn, self.focus_proj[str(i)]
+        q, kk, v = attn.qkv(block.pre_norm(x), ordn.pos)
+        B, H, n, hd = q.shape
+        W, m, nw, nf = lay.window, lay.focus_per_window, lay.num_windows, lay.focus_windows
+        pad = nw * W - n
+        dev = x.device
+
+        def windows(t, size, count):  # [B, H, N, hd] -> [B, H, count, size, hd] (zero padded)
+            t = F.pad(t, (0, 0, 0, count * size - t.shape[2]))
+            return t.view(B, H, count, size, hd)
+
+        qw, kw, vw = windows(q, W, nw), windows(kk, W, nw), windows(v, W, nw)
+        # Descriptors of the padded per-window slots; padding gets a window index past every real
+        # one, so it is never visible as a key.
+        never = torch.full((), 1 << 40, dtype=torch.long, device=dev)
+        od = ordinary_tokens(0, nw * W, lay.k, W, dev)
+        od.window = torch.where(od.pos < n, od.window, never)
+        if nf:
+            fq, fk, fv = attn.qkv(block.pre_norm(f), foc.pos, wqkv=fp.wqkv)
+            fqw, fkw, fvw = windows(fq, m, nw), windows(fk, m, nw), windows(fv, m, nw)
+            fd = focus_tokens(range(nw), lay.k, W, dev)
+            fd.window = torch.where(fd.window < nf, fd.window, never)
+            qs = torch.cat([qw, fqw], 3)
+            ks = torch.cat([fk[:, :, None].expand(B, H, nw, nf * m, hd), kw, fkw], 3)
+            vs = torch.cat([fv[:, :, None].expand(B, H, nw, nf * m, hd), vw, fvw], 3)
+            wdesc = [Tokens.cat([od.index(slice(j * W, (j + 1) * W)), fd.index(slice(j * m, (j + 1) * m))])
+                     for j in range(nw)]
+            # Memory part: the Focus tokens of earlier windows only (a window's own Focus tokens
+            # are reached through its window part, exactly once).
+            masks = [torch.cat([(foc.window[None, :] < j).expand(len(d), -1), visible(d, d, self.config.scope)], 1)
+                     for j, d in enumerate(wdesc)]
+        else:
+            qs, ks, vs = qw, kw, vw
+            masks = [visible(d, d, self.config.scope) for d in (od.index(slice(j * W, (j + 1) * W)) for j in range(nw))]
+        mask = torch.stack(masks)
+        o = _attend(qs, ks, vs, mask[None, None])  # [B, H, nw, W(+m), hd]
+        o_ord = o[:, :, :, :W].reshape(B, H, nw * W, hd)[:, :, :n]
+        x = x + attn.out_proj(attn.merge_heads(o_ord))
+        if nf:
+            o_f = o[:, :, :nf, W:].reshape(B, H, nf * m, hd)
+            f = f + fp.out_proj(attn.merge_heads(o_f))
+        return x, f
+
+    # ------------------------------------------------------------------ dense reference
+    def forward_dense(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
+        """Reference: the interleaved sequence with the dense D3 mask (O(n^2) memory; tests only)."""
+        k, window = self._ratio(k, window)
+        B, n = tokens.shape
+        lay = Layout(n, k, window)
+        toks, src = lay.interleaved(tokens.device)
+        is_f = toks.is_focus
+        ord_idx = torch.nonzero(~is_f).squeeze(1)
+        emb = self.base.embed(tokens.clamp(min=0))
+        x = torch.where(is_f[None, :, None], self.focus_embedding.to(emb.dtype),
+                        emb[:, src.clamp(min=0)])
+        mask = visible(toks, toks, self.config.scope)
+        for i, block in enumerate(self.base.blocks):
+            h = block.pre_norm(x)
+            if block.is_attention:
+                attn, fp = block.attn, self.focus_proj[str(i)]
+                q, kk, v = attn.qkv(h, toks.pos)
+                fq, fk, fv = attn.qkv(h, toks.pos, wqkv=fp.wqkv)
+                sel = is_f[None, None, :, None]
+                q, kk, v = torch.where(sel, fq, q), torch.where(sel, fk, kk), torch.where(sel, fv, v)
+                o = attn.merge_heads(_attend(q, kk, v, mask[None, None]))
+                x = x + torch.where(is_f[None, :, None], fp.out_proj(o), attn.out_proj(o))
+            else:
+                y, _ = block.mixer(h[:, ord_idx])
+                x = x.index_add(1, ord_idx, y)
+            x = block.mlp_residual(x)
+        return self.base.head(x[:, ord_idx])
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None) -> FocusState:
+        k, window = self._ratio(k, window)
+        p = self.base.embedding.weight
+        st = FocusState(k=k, window=window, memory_tokens=Tokens.empty(p.device))
+        for i, b in enumerate(self.base.blocks):
+            if b.is_attention:
+                st.memory[i], st.window_kv[i] = KVCache(), KVCache()
+            else:
+                st.hyena[i] = b.mixer.init_state(batch_size, p.device, p.dtype)
+        return st
+
+    def forward_chunk(self, tokens: torch.Tensor, state: FocusState) -> tuple[torch.Tensor, FocusState]:
+        """Consume the next bases [B, c] (any c >= 1); returns their logits [B, c, V] and the state.
+
+        The chunk is cut at window boundaries; when a window completes, its Focus tokens are run and
+        appended to the memory and the window's ordinary keys/values are dropped.
+        """
+        check_tokens(tokens, self.base.config.vocab_size)
+        if tokens.shape[1] == 0:
+            raise ValueError("forward_chunk: empty chunk")
+        out, start = [], 0
+        while start < tokens.shape[1]:
+            room = state.window - state.offset % state.window
+            piece = tokens[:, start: start + room]
+            out.append(self._window_piece(piece, state))
+            start += piece.shape[1]
+            if state.offset % state.window == 0:
+                self._compress_window(state, tokens.shape[0])
+        return torch.cat(out, 1), state
+
+    def _window_piece(self, tokens: torch.Tensor, st: FocusState) -> torch.Tensor:
+        a, c = st.offset, tokens.shape[1]
+        q_desc = ordinary_tokens(a, a + c, st.k, st.window, tokens.device)
+        x = self.base.embed(tokens)
+        for i, block in enumerate(self.base.blocks):
+            h = block.pre_norm(x)
+            if block.is_attention:
+                attn = block.attn
+                q, kk, v = attn.qkv(h, q_desc.pos)
+                wk, wv = st.window_kv[i].append(kk, v)
+                mem = st.memory[i]
+                w_desc = ordinary_tokens(a - st.window_kv[i].length + c, a + c, st.k, st.window, tokens.device)
+                if mem.length:
+                    ks = torch.cat([mem.k[:, :, : mem.length], wk], 2)
+                    vs = torch.cat([mem.v[:, :, : mem.length], wv], 2)
+                    k_desc = Tokens.cat([st.memory_tokens, w_desc])
+                else:
+                    ks, vs, k_desc = wk, wv, w_desc
+                mask = visible(q_desc, k_desc, self.config.scope)
+                x = x + attn.out_proj(attn.merge_heads(_attend(q, ks, vs, mask)))
+            else:
+                y, st.hyena[i] = block.mixer(h, st.hyena[i], need_state=True)
+                x = x + y
+            x = block.mlp_residual(x)
+        st.offset += c
+        return self.base.head(x)
+
+    def _compress_window(self, st: FocusState, batch: int) -> None:
+        """Run the completed window's Focus tokens through every block; keep only their K/V."""
+        j = st.offset // st.window - 1
+        dev = self.focus_embedding.device
+        f_desc = focus_tokens([j], st.k, st.window, dev)
+        w_desc = ordinary_tokens(j * st.window, (j + 1) * st.window, st.k, st.window, dev)
+        f = self._focus_input(len(f_desc), batch, self.base.embedding.weight.dtype)
+        for i, block in enumerate(self.base.blocks):
+            if block.is_attention:
+                attn, fp, mem, win = block.attn, self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
+                fq, fk, fv = attn.qkv(block.pre_norm(f), f_desc.pos, wqkv=fp.wqkv)
+                ks = torch.cat([mem.k[:, :, : mem.length], win.k[:, :, : win.length], fk], 2) if mem.length else \
+                    torch.cat([win.k[:, :, : win.length], fk], 2)
+                vs = torch.cat([mem.v[:, :, : mem.length], win.v[:, :, : win.length], fv], 2) if mem.length else \
+                    torch.cat([win.v[:, :, : win.length], fv], 2)
+                k_desc = Tokens.cat([st.memory_tokens, w_desc, f_desc])
+                mask = visible(f_desc, k_desc, self.config.scope)
+                f = f + fp.out_proj(attn.merge_heads(_attend(fq, ks, vs, mask)))
+                mem.append(fk, fv)
+                st.window_kv[i] = KVCache()
+            f = block.mlp_residual(f)
+        st.memory_tokens = Tokens.cat([st.memory_tokens, f_desc])
+
+    def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
+               window: int | None = None, state: FocusState | None = None):
+        """Yield logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
+        if state is None:
+            state = self.init_state(tokens.shape[0], k, window)
+        chunk_size = chunk_size or state.window
+        if chunk_size < 1:
+            raise ValueError(f"stream: chunk_size must be >= 1, got {chunk_size}")
+        for s in range(0, tokens.shape[1], chunk_size):
+            logits, state = self.forward_chunk(tokens[:, s: s + chunk_size], state)
+            yield logits
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = 4, generator: torch.Generator | None = None,
+                 allowed: tuple[int, ...] | None = (65, 67, 71, 84), state: FocusState | None = None,
+                 ) -> tuple[torch.Tensor, FocusState]:
+        """Sample continuation bases token by token with the compressed cache.
+
+        Args:
+            prompt: [B, P] byte ids (P >= 1).
+            allowed: restrict sampling to these ids (default A, C, G, T); None for the whole vocabulary.
+
+        Returns:
+            ([B, max_new_tokens] sampled ids, the streaming state after the last fed token).
+        """
+        state = state or self.init_state(prompt.shape[0])
+        logits, state = self.forward_chunk(prompt, state)
+        last = logits[:, -1].float()
+        out = []
+        for step in range(max_new_tokens):
+            if allowed is not None:
+                keep = torch.full_like(last, -math.inf)
+                keep[:, list(allowed)] = 0
+                last = last + keep
+            if temperature <= 0:
+                nxt = last.argmax(-1)
+            else:
+                scores = last / temperature
+                if top_k:
+                    kth = scores.topk(min(top_k, scores.shape[-1]), -1).values[:, -1:]
+                    scores = scores.masked_fill(scores < kth, -math.inf)
+                nxt = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+            out.append(nxt)
+            if step + 1 < max_new_tokens:
+                logits, state = self.forward_chunk(nxt[:, None], state)
+                last = logits[:, -1].float()
+        return torch.stack(out, 1), state
+
+    # ------------------------------------------------------------------ adapter files
+    def save_adapter(self, path: str | Path) -> Path:
+        from focus_nemo.focus.adapter import save_adapter
+
+        return save_adapter(self, path)
+
+    def load_adapter(self, path: str | Path) -> FocusModel:
+        from focus_nemo.focus.adapter import load_adapter
+
+        load_adapter(self, path)
+        return self
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.focus_parameters().values())
+        return json.dumps({"focus_params": n, "base_params": self.base.num_parameters(), **self.config.to_dict()})
