@@ -178,6 +178,13 @@ class KVCache:
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = k.shape[2]
         need = self.length + n
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            # Training through the cache (window-by-window backprop): stay functional, since
+            # autograd must keep every earlier version of the entries it saved.
+            self.k = k if self.k is None else torch.cat([self.k[:, :, : self.length], k], 2)
+            self.v = v if self.v is None else torch.cat([self.v[:, :, : self.length], v], 2)
+            self.length = need
+            return self.k, self.v
         if self.k is None or need > self.k.shape[2]:
             cap = max(need, 2 * (self.k.shape[2] if self.k is not None else 0), 256)
             newk = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])

@@ -124,14 +124,19 @@ class FocusModel(nn.Module):
         return self.focus_embedding.to(dtype).expand(batch, n, -1)
 
     # ------------------------------------------------------------------ one-pass forward
-    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
-        """One-pass masked forward over a multi-window sample: tokens [B, n] -> logits [B, n, V]."""
+    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None,
+                memory: bool = True) -> torch.Tensor:
+        """One-pass masked forward over a multi-window sample: tokens [B, n] -> logits [B, n, V].
+
+        With ``memory=False`` no Focus tokens are used: attention sees only the current window (the
+        fixed-window truncation baseline at the same window; Hyena still reads the whole sample).
+        """
         check_tokens(tokens, self.base.config.vocab_size)
         k, window = self._ratio(k, window)
         B, n = tokens.shape
         lay = Layout(n, k, window)
         dev = tokens.device
-        ordn, foc = lay.ordinary(dev), lay.focus(dev)
+        ordn, foc = lay.ordinary(dev), (lay.focus(dev) if memory else Tokens.empty(dev))
         x = self.base.embed(tokens)
         f = self._focus_input(len(foc), B, x.dtype)
         for i, block in enumerate(self.base.blocks):
@@ -149,7 +154,8 @@ class FocusModel(nn.Module):
         attn, fp = block.attn, self.focus_proj[str(i)]
         q, kk, v = attn.qkv(block.pre_norm(x), ordn.pos)
         B, H, n, hd = q.shape
-        W, m, nw, nf = lay.window, lay.focus_per_window, lay.num_windows, lay.focus_windows
+        W, m, nw = lay.window, lay.focus_per_window, lay.num_windows
+        nf = lay.focus_windows if len(foc) else 0
         pad = nw * W - n
         dev = x.device
 
@@ -349,10 +355,10 @@ class FocusModel(nn.Module):
         return torch.stack(out, 1), state
 
     # ------------------------------------------------------------------ adapter files
-    def save_adapter(self, path: str | Path) -> Path:
+    def save_adapter(self, path: str | Path, extra: dict | None = None) -> Path:
         from focus_nemo.focus.adapter import save_adapter
 
-        return save_adapter(self, path)
+        return save_adapter(self, path, extra=extra)
 
     def load_adapter(self, path: str | Path) -> FocusModel:
         from focus_nemo.focus.adapter import load_adapter
