@@ -23,7 +23,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python recipes/demo.py
+	$(BIN)/python recipes/train_focus.py +experiment=demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check focus_nemo recipes tests

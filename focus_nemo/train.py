@@ -42,7 +42,9 @@ class DataSection:
 
 
 @dataclass
-class OptimSection:
+class TrainerSection:
+    backend: str = "single"  # single-device PyTorch loop
+    accelerator: str = "cpu"  # cpu | gpu
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
@@ -56,7 +58,7 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     focus: FocusConfig = field(default_factory=lambda: FocusConfig(k=100, window=1024))
     data: DataSection = field(default_factory=DataSection)
-    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
     eval_samples: int = 8
     eval_len: int = 4096
     eval_every: int = 0  # 0 = only before and after training
@@ -66,6 +68,16 @@ class TrainConfig:
     run_dir: str = "runs/focus"
     resume: bool = True
     threads: int = 0
+
+
+def config_from_hydra(cfg) -> TrainConfig:
+    """Validate a composed Hydra/OmegaConf config against the typed schema (errors name the key)."""
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), raw)
+    return OmegaConf.to_object(merged)
 
 
 def resolve_fasta(spec: str) -> str:
@@ -108,8 +120,9 @@ def eval_batches(cfg: TrainConfig) -> list[torch.Tensor]:
     return [torch.from_numpy(sampler.sample(i).seq.astype(np.int64))[None] for i in range(cfg.eval_samples)]
 
 
+
 def _lr(cfg: TrainConfig, step: int) -> float:
-    o = cfg.optim
+    o = cfg.trainer
     if step < o.warmup_steps:
         return o.lr * (step + 1) / o.warmup_steps
     frac = (step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps)
@@ -147,23 +160,26 @@ def train(cfg: TrainConfig) -> dict:
     from focus_nemo.data import TrainWindowDataset, WindowSampler, open_genome
     from focus_nemo.evaluate import fidelity
 
+    if cfg.trainer.backend != "single":
+        raise ValueError(f"TrainerSection.backend: {cfg.trainer.backend!r} is not available; use 'single'")
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    base = load_base(cfg.model)
+    base = load_base(cfg.model).to(device)
     fm = FocusModel(base, cfg.focus)
     params = [p for p in fm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     start = _load_checkpoint(fm, opt, run) if cfg.resume else 0
 
     genome = open_genome(resolve_fasta(cfg.data.train_fasta))
     sampler = WindowSampler(genome, cfg.data.train_regions or list(genome.names), cfg.data.sample_len + 1,
                             seed=cfg.seed, rc_prob=cfg.data.rc_prob, max_n_fraction=cfg.data.max_n_fraction)
-    data = TrainWindowDataset(sampler, cfg.optim.batch_size, lowercase_weight=cfg.focus.lowercase_weight)
-    held = eval_batches(cfg)
+    data = TrainWindowDataset(sampler, cfg.trainer.batch_size, lowercase_weight=cfg.focus.lowercase_weight)
+    held = [b.to(device) for b in eval_batches(cfg)]
     metrics: dict = {"start_step": start}
     if start == 0:
         metrics["before"] = fidelity(fm, held)
@@ -172,16 +188,16 @@ def train(cfg: TrainConfig) -> dict:
     t0 = time.time()
     with Progress(TextColumn("[bold]focus[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as progress:
-        task = progress.add_task("train", total=cfg.optim.max_steps, completed=start, info="")
-        for step in range(start, cfg.optim.max_steps):
+        task = progress.add_task("train", total=cfg.trainer.max_steps, completed=start, info="")
+        for step in range(start, cfg.trainer.max_steps):
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
             k = ratio_for_step(cfg, step)
             batch = data.batch(step)
-            out = focus_loss(fm, torch.as_tensor(batch.raw), k=k)
+            out = focus_loss(fm, batch.raw.to(device), k=k)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
-            gn = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if cfg.optim.grad_clip else None
+            gn = torch.nn.utils.clip_grad_norm_(params, cfg.trainer.grad_clip) if cfg.trainer.grad_clip else None
             opt.step()
             rec = {"step": step, "k": k, "lr": _lr(cfg, step), **{n: float(v.detach()) for n, v in out.items()}}
             if gn is not None:
@@ -198,12 +214,12 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 _save_checkpoint(fm, opt, step + 1, run)
     history.close()
-    _save_checkpoint(fm, opt, cfg.optim.max_steps, run)
-    fm.save_adapter(run / "adapter", extra={"steps": cfg.optim.max_steps})
+    _save_checkpoint(fm, opt, cfg.trainer.max_steps, run)
+    fm.save_adapter(run / "adapter", extra={"steps": cfg.trainer.max_steps})
     metrics["after"] = fidelity(fm, held)
     metrics["train_seconds"] = round(time.time() - t0, 1)
     for n, v in metrics["after"].items():
-        writer.add_scalar(f"heldout/{n}", v, cfg.optim.max_steps)
+        writer.add_scalar(f"heldout/{n}", v, cfg.trainer.max_steps)
     writer.close()
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
