@@ -59,7 +59,9 @@ def test_I2_one_pass_equals_streaming_and_dense(n, k, W):
         one = fm(tokens)
         dense = fm.forward_dense(tokens)
         assert maxdiff(one, dense) <= TOL
-        for chunk in (1, 3, W, W + 5, 10_000):
+        # Token-by-token streaming is slow in Python; run it on the first few cases only.
+        chunks = (1, 3, W, W + 5, 10_000) if (n, k, W) in CASES[:3] else (3, W, W + 5, 10_000)
+        for chunk in chunks:
             streamed = torch.cat(list(fm.stream(tokens, chunk)), 1)
             assert maxdiff(one, streamed) <= TOL, chunk
     if n > W:
