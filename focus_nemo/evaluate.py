@@ -32,7 +32,8 @@ def distribution_metrics(p: torch.Tensor, q: torch.Tensor, true_idx: torch.Tenso
     eps = 1e-12
     m = 0.5 * (p + q)
     kl_pq = (p * ((p + eps).log() - (q + eps).log())).sum(-1)
-    js = 0.5 * (p * ((p + eps).log() - (m + eps).log())).sum(-1) + 0.5 * (q * ((q + eps).log() - (m + eps).log())).sum(-1)
+    js = 0.5 * (p * ((p + eps).log() - (m + eps).log())).sum(-1) \
+        + 0.5 * (q * ((q + eps).log() - (m + eps).log())).sum(-1)
     return {
         "abs_dp_true": (p.gather(-1, true_idx[..., None]) - q.gather(-1, true_idx[..., None])).abs().squeeze(-1),
         "l1": (p - q).abs().sum(-1),

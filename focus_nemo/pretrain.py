@@ -166,7 +166,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        rec = {"step": step, "loss_bits": float(loss.detach()) / math.log(2), "lr": lr_at(step), "grad_norm": float(gn),
+        rec = {"step": step, "loss_bits": float(loss.detach()) / math.log(2), "lr": lr_at(step),
+               "grad_norm": float(gn),
                "elapsed_s": round(time.time() - t0, 1)}
         if (step + 1) % cfg.save_every == 0:
             rec["heldout_bits"] = heldout_bits(model, eval_windows[:4])

@@ -44,6 +44,9 @@ class Evo2Config:
     # Evo-2 style activations: the MLP gate uses GELU only in layer 0 and the identity after it
     # (NeMo remove_activation_post_first_layer=True, vortex evo2_style_activations=True).
     activation_first_layer_only: bool = True
+    # GELU form of the MLP gate: "exact" (erf; Arc/vortex and NeMo's unfused path) or "tanh"
+    # (the approximation of Megatron's fused GeGLU, used by NeMo models that keep GELU everywhere).
+    mlp_gelu: str = "exact"
     short_conv_bias: bool = False  # use_short_conv_bias (only the NVIDIA-trained variants)
     attn_out_bias: bool = True  # mha_out_proj_bias
     max_seqlen: int = 1 << 20  # the context length the checkpoint was trained for
@@ -72,6 +75,8 @@ class Evo2Config:
                 raise bad(name, f"{g} must be positive and divide hidden_size {self.hidden_size}")
         if self.short_filter_length < 1 or self.hcs_filter_length < 1 or self.hcm_filter_length < 1:
             raise bad("hcm_filter_length", "filter lengths must be >= 1")
+        if self.mlp_gelu not in ("exact", "tanh"):
+            raise bad("mlp_gelu", f"{self.mlp_gelu!r} is not 'exact' or 'tanh'")
         if self.rotary_scaling <= 0:
             raise bad("rotary_scaling", f"must be positive, got {self.rotary_scaling}")
 

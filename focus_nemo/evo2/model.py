@@ -51,11 +51,12 @@ class GatedMLP(nn.Module):
         self.l2 = nn.Linear(cfg.hidden_size, cfg.ffn_hidden_size, bias=False)
         self.l3 = nn.Linear(cfg.ffn_hidden_size, cfg.hidden_size, bias=False)
         self.use_activation = use_activation
+        self.gelu_approximate = "tanh" if cfg.mlp_gelu == "tanh" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.l1(x)
         if self.use_activation:
-            g = F.gelu(g)
+            g = F.gelu(g, approximate=self.gelu_approximate)
         return self.l3(g * self.l2(x))
 
 
@@ -108,7 +109,7 @@ class HyenaFilter(nn.Module):
         else:
             gamma = torch.rand(self.groups, cfg.state_size, generator=generator)
             gamma = gamma * (cfg.modal_gamma_max - cfg.modal_gamma_min) + cfg.modal_gamma_min
-            self.log_poles.copy_(-gamma)  # p = -1 in NeMo's parametrisation: logp = -exp(p) * gamma
+            self.log_poles.copy_(-gamma)  # NeMo's logp = -exp(p) * gamma with p = 0
             self.residues.copy_(0.1 * torch.randn(self.groups, cfg.state_size, generator=generator)
                                 / math.sqrt(cfg.state_size))
             self.D.uniform_(-0.1, 0.1, generator=generator)

@@ -122,7 +122,8 @@ def load_adapter(model, path: str | Path, strict_config: bool = False) -> dict:
     for name, p in params.items():
         t = tensors[name]
         if tuple(t.shape) != tuple(p.shape):
-            raise ValueError(f"{tensor_path}: tensor {name} has shape {tuple(t.shape)}, model expects {tuple(p.shape)}")
+            raise ValueError(f"{tensor_path}: tensor {name} has shape {tuple(t.shape)}, "
+                             f"model expects {tuple(p.shape)}")
     focus_cfg = FocusConfig.from_dict(meta["focus"])
     if strict_config and focus_cfg != model.config:
         raise ValueError(f"{path}: adapter config {focus_cfg} differs from the model's {model.config}")

@@ -156,7 +156,6 @@ class FocusModel(nn.Module):
         B, H, n, hd = q.shape
         W, m, nw = lay.window, lay.focus_per_window, lay.num_windows
         nf = lay.focus_windows if len(foc) else 0
-        pad = nw * W - n
         dev = x.device
 
         def windows(t, size, count):  # [B, H, N, hd] -> [B, H, count, size, hd] (zero padded)
@@ -185,7 +184,8 @@ class FocusModel(nn.Module):
                      for j, d in enumerate(wdesc)]
         else:
             qs, ks, vs = qw, kw, vw
-            masks = [visible(d, d, self.config.scope) for d in (od.index(slice(j * W, (j + 1) * W)) for j in range(nw))]
+            masks = [visible(d, d, self.config.scope)
+                     for d in (od.index(slice(j * W, (j + 1) * W)) for j in range(nw))]
         mask = torch.stack(masks)
         o = _attend(qs, ks, vs, mask[None, None])  # [B, H, nw, W(+m), hd]
         o_ord = o[:, :, :, :W].reshape(B, H, nw * W, hd)[:, :, :n]

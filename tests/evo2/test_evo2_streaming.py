@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import dna_tokens, stressed_model
+
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.evo2.ops import causal_fir, modal_iir
 

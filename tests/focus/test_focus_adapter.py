@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from conftest import dna_tokens, stressed_model
 from safetensors.torch import load_file
 
-from conftest import dna_tokens, stressed_model
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss, split_case
 from focus_nemo.focus.adapter import CONFIG, TENSORS
 

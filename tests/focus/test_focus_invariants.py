@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import dna_tokens, stressed_model
+
 from focus_nemo.focus import FocusConfig, FocusModel, Layout, visible
 from focus_nemo.focus.layout import ordinary_tokens
 

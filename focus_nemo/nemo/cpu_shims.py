@@ -1,0 +1,256 @@
+"""CPU stand-ins that let NeMo 2.7.3's Hyena (Evo-2) model run without CUDA, on gloo, in fp32.
+
+NeMo's Hyena code and parts of Megatron Core assume a GPU even where the arithmetic does not need
+one. Each shim below replaces one such assumption with a CPU equivalent and names the error it
+fixes. `apply()` installs them all; it is idempotent, and it does nothing when CUDA is available,
+so the same code path runs unchanged on a GPU machine. `cpu_shims()` is the context-manager form:
+it applies the shims on entry and, if it was the one that applied them, restores the originals on
+exit.
+
+Usage::
+
+    from focus_nemo.nemo import cpu_shims
+    cpu_shims.apply()          # before building the Megatron model
+
+The shims cover building the model, its forward pass and distributed checkpoint save/load (also
+through `nemo.lightning`'s trainer and `MegatronStrategy`). Training on CPU additionally needs
+`clip_grad=0.0` in the optimizer config (Megatron's `clip_grads` asserts CUDA tensors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+
+# (owner, attribute name, original value) for every patched attribute, in the order applied.
+_PATCHES: list[tuple[object, str, object]] = []
+_MISSING = object()  # the attribute did not exist before patching
+_APPLIED = False
+
+
+def _patch(owner: object, name: str, value: object) -> None:
+    _PATCHES.append((owner, name, owner.__dict__.get(name, _MISSING)))
+    setattr(owner, name, value)
+
+
+def is_applied() -> bool:
+    """Whether the shims are currently installed."""
+    return _APPLIED
+
+
+# --------------------------------------------------------------------------- replacements
+def _cpu_current_device() -> torch.device:
+    # Fixes "AssertionError: Torch not compiled with CUDA enabled" from the many
+    # `torch.empty(..., device=torch.cuda.current_device())` calls (Hyena conv weights and biases,
+    # rotary embeddings, Float16Module, checkpoint strategies): the answer is simply the CPU.
+    return torch.device("cpu")
+
+
+def _noop_synchronize(device=None) -> None:
+    # Fixes "AssertionError: Torch not compiled with CUDA enabled" in dist-checkpointing's preload
+    # step; CPU work is already synchronous.
+    return None
+
+
+class _NoStream:
+    """Fixes "RuntimeError: torch.cuda.Stream requires CUDA support" in
+    `MegatronParallel.init_model_parallel` (``with torch.cuda.stream(torch.cuda.Stream())``).
+
+    `torch.cuda.stream(None)` is already a no-op context, so constructing a stream gives None; it
+    stays a class so that ``isinstance(x, torch.cuda.Stream)`` keeps working (always False).
+    """
+
+    def __new__(cls, *args, **kwargs):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _cpu_causal_mask(sq: int) -> torch.Tensor:
+    # Megatron builds the default causal mask with device="cuda" whenever attention_mask is None,
+    # which is always the case in the Hyena forward ("Torch not compiled with CUDA enabled").
+    return torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)
+
+
+def _causal_conv1d_reference(x, weight, bias=None, activation=None, **kwargs):
+    """F.conv1d stand-in for the CUDA `causal_conv1d_fn` with its [channels, k] weight layout.
+
+    NeMo's `fast_conv_proj=True` (the default, and the layout of every Evo-2 checkpoint) calls
+    the CUDA kernel, which raises "ImportError: causal_conv1d is required by the Hyena model but
+    cannot be imported" without it. The kernel is a depthwise causal convolution whose last tap
+    multiplies the current sample, i.e. F.conv1d on the input left-padded by k-1 samples.
+    """
+    if activation not in (None, "identity"):
+        raise ValueError(f"causal_conv1d reference: unsupported activation {activation!r}")
+    channels, k = weight.shape
+    y = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1).to(x.dtype), bias, groups=channels)
+    return y
+
+
+def _plain_decay_filter(self, L, *args, **kwargs):
+    # `ExplicitSingleDecayFilter.filter` is wrapped in torch.compile(mode="max-autotune"). On CPU
+    # that works but its first call costs ~20 s of Inductor compilation (per process, and again
+    # under inference mode) for a two-tensor product; the eager product is the same arithmetic.
+    return self.h[:, :L] * self.decay[:, :L]
+
+
+def _make_cpu_rng_tracker_class():
+    from megatron.core.tensor_parallel import random as mp_random
+
+    class CpuRNGStatesTracker(mp_random.CudaRNGStatesTracker):
+        """Megatron's named-RNG-state tracker, keeping the named states on the CPU generator.
+
+        Megatron initialises every tensor-parallel weight inside `get_cuda_rng_tracker().fork()`;
+        the CUDA tracker fails on CPU ("Torch not compiled with CUDA enabled" from
+        `torch.cuda.get_rng_state`). Forking the CPU generator keeps the intended semantics:
+        a separate, reproducible stream per name (the model-parallel stream differs per TP rank).
+        """
+
+        def add(self, name, seed):
+            self._is_initialized = True
+            if seed in self.seeds_:
+                raise Exception(f"seed {seed} already exists")
+            if name in self.states_:
+                raise Exception(f"rng state {name} already exists")
+            self.seeds_.add(seed)
+            self.states_[name] = torch.Generator().manual_seed(seed).get_state()
+
+        @contextlib.contextmanager
+        def fork(self, name=mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME):
+            if name not in self.states_:
+                raise Exception(f"rng state {name} is not added")
+            outer = torch.get_rng_state()
+            torch.set_rng_state(self.states_[name])
+            try:
+                yield
+            finally:
+                self.states_[name] = torch.get_rng_state()
+                torch.set_rng_state(outer)
+
+    return CpuRNGStatesTracker
+
+
+# --------------------------------------------------------------------------- installation
+def _install_megatron_shims() -> None:
+    import megatron.core.fusions.fused_softmax as fused_softmax
+    import megatron.core.transformer.utils as transformer_utils
+    from megatron.core.tensor_parallel import random as mp_random
+
+    _patch(torch.cuda, "current_device", _cpu_current_device)
+    _patch(torch.cuda, "synchronize", _noop_synchronize)
+    _patch(torch.cuda, "Stream", _NoStream)
+
+    # fused_softmax imported the function by name, so both bindings need the CPU version.
+    _patch(transformer_utils, "get_default_causal_mask", _cpu_causal_mask)
+    _patch(fused_softmax, "get_default_causal_mask", _cpu_causal_mask)
+
+    # Every `get_cuda_rng_tracker()` and `model_parallel_cuda_manual_seed()` goes through
+    # initialize_rng_tracker, so installing the CPU tracker there covers all callers, including
+    # modules that imported get_cuda_rng_tracker by name.
+    tracker_cls = _make_cpu_rng_tracker_class()
+
+    def initialize_cpu_rng_tracker(use_te_rng_tracker=False, inference_rng_tracker=False,
+                                   use_cudagraphable_rng=False, force_reset=False):
+        if force_reset or not mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED:
+            mp_random._CUDA_RNG_STATE_TRACKER = tracker_cls()
+            mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+    _patch(mp_random, "initialize_rng_tracker", initialize_cpu_rng_tracker)
+    if mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED and not isinstance(
+        mp_random._CUDA_RNG_STATE_TRACKER, tracker_cls
+    ):
+        initialize_cpu_rng_tracker(force_reset=True)
+
+
+def _install_nemo_shims() -> None:
+    import nemo.collections.llm.gpt.model.hyena as nemo_hyena
+    import nemo.lightning.megatron_init as megatron_init
+    from megatron.core.transformer.torch_norm import WrappedTorchNorm
+    from nemo.collections.llm.gpt.model.megatron.hyena import hyena_block, hyena_layer_specs, hyena_utils
+
+    # `HyenaStack.final_norm` is hard-coded `TENorm(...)`, whatever the spec; without Transformer
+    # Engine, Megatron's TENorm stub raises "ImportError: Transformer Engine is not installed".
+    # Megatron's torch norm computes the same RMSNorm.
+    _patch(hyena_block, "TENorm", WrappedTorchNorm)
+
+    # See _causal_conv1d_reference.
+    _patch(hyena_utils, "causal_conv1d_fn", _causal_conv1d_reference)
+
+    # See _plain_decay_filter.
+    _patch(hyena_utils.ExplicitSingleDecayFilter, "filter", _plain_decay_filter)
+
+    # NeMo's spec without Transformer Engine still uses TENorm for every norm ("ImportError:
+    # Transformer Engine is not installed" when the layers are built), and with use_te=True it
+    # needs TE linears. Without TE, `HyenaConfig.configure_model` gets the local torch spec.
+    if not hyena_layer_specs.HAVE_TE:
+        original_spec = nemo_hyena.get_hyena_stack_spec
+
+        def get_hyena_stack_spec_without_te(*args, **kwargs):
+            from focus_nemo.nemo.spec import hyena_stack_spec
+
+            return hyena_stack_spec()
+
+        get_hyena_stack_spec_without_te.__wrapped__ = original_spec
+        _patch(nemo_hyena, "get_hyena_stack_spec", get_hyena_stack_spec_without_te)
+
+    # `megatron_init._set_random_seed` seeds the model-parallel RNG only when CUDA devices exist;
+    # without it the first `get_cuda_rng_tracker().fork()` fails with "rng state
+    # model-parallel-rng is not added".
+    original_seed = megatron_init._set_random_seed
+
+    def set_random_seed_with_cpu_tracker(seed_):
+        original_seed(seed_)
+        if torch.cuda.device_count() == 0:
+            from megatron.core import tensor_parallel
+            from megatron.core.parallel_state import get_pipeline_model_parallel_rank
+
+            tensor_parallel.model_parallel_cuda_manual_seed(seed_ + 100 * get_pipeline_model_parallel_rank())
+
+    _patch(megatron_init, "_set_random_seed", set_random_seed_with_cpu_tracker)
+
+
+def apply() -> bool:
+    """Install every CPU shim (idempotent).
+
+    Returns:
+        True if the shims are installed after the call, False when CUDA is available (then
+        nothing is changed: the GPU code paths are the real ones).
+    """
+    global _APPLIED
+    if _APPLIED:
+        return True
+    if torch.cuda.is_available():
+        return False
+    try:
+        _install_megatron_shims()
+        _install_nemo_shims()
+    except BaseException:
+        remove()
+        raise
+    _APPLIED = True
+    return True
+
+
+def remove() -> None:
+    """Restore every patched attribute (modules built while the shims were on keep their state)."""
+    global _APPLIED
+    while _PATCHES:
+        owner, name, original = _PATCHES.pop()
+        if original is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    _APPLIED = False
+
+
+@contextlib.contextmanager
+def cpu_shims():
+    """Context manager form of `apply()`; restores the originals on exit if it installed them."""
+    installed_here = not _APPLIED and apply()
+    try:
+        yield
+    finally:
+        if installed_here:
+            remove()
