@@ -21,7 +21,10 @@ class FocusConfig:
         train_ratios: the set k is drawn from at each training step (randomised compression); empty
             means always `k`.
         lowercase_weight: loss weight of soft-masked (lower-case) target bases.
+        ce_weight: weight of the next-base cross-entropy term.
         distill_weight: weight of the self-distillation term KL(base with full context || FOCUS).
+            Cross-entropy alone lets the Focus tokens act as extra capacity that fits the training
+            data beyond the base model; distillation pins FOCUS to the base (fidelity).
         distill_temperature: softmax temperature of the distillation term.
     """
 
@@ -31,6 +34,7 @@ class FocusConfig:
     init_token: int = ord("N")
     train_ratios: list[int] = field(default_factory=list)
     lowercase_weight: float = 0.1
+    ce_weight: float = 1.0
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
 
@@ -47,6 +51,10 @@ class FocusConfig:
                 raise ValueError(f"FocusConfig.train_ratios: {e}") from None
         if self.lowercase_weight < 0:
             raise ValueError(f"FocusConfig.lowercase_weight: must be >= 0, got {self.lowercase_weight}")
+        if self.ce_weight < 0:
+            raise ValueError(f"FocusConfig.ce_weight: must be >= 0, got {self.ce_weight}")
+        if self.ce_weight == 0 and self.distill_weight == 0:
+            raise ValueError("FocusConfig.ce_weight: ce_weight and distill_weight are both 0 (nothing to train)")
         if self.distill_weight < 0:
             raise ValueError(f"FocusConfig.distill_weight: must be >= 0, got {self.distill_weight}")
         if self.distill_temperature <= 0:

@@ -50,7 +50,7 @@ def focus_loss(model, raw: torch.Tensor, k: int | None = None, window: int | Non
     tokens, weight = split_case(raw, lw)
     logits = model(tokens[:, :-1], k=k, window=window)
     out = {"ce": weighted_ce(logits, tokens[:, 1:], weight[:, 1:])}
-    loss = out["ce"]
+    loss = cfg.ce_weight * out["ce"]
     if dw > 0:
         with torch.no_grad():
             ref = model.base(tokens[:, :-1]).float()

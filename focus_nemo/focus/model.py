@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from focus_nemo.evo2.model import Evo2Model, KVCache
 from focus_nemo.evo2.tokenizer import check_tokens
+from focus_nemo.focus.attention import attend as _attend
+from focus_nemo.focus.attention import windowed_focus_attention
 from focus_nemo.focus.config import FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
 
@@ -44,14 +45,6 @@ class FocusProjections(nn.Module):
             if attn.out_proj.bias is not None:
                 self.out_proj.bias.copy_(attn.out_proj.bias)
         self.to(attn.wqkv.weight.device, attn.wqkv.weight.dtype)
-
-
-def _attend(q, k, v, mask):
-    """SDPA with a boolean mask; rows without any visible key (padding) produce zeros."""
-    empty = ~mask.any(-1, keepdim=True)
-    if bool(empty.any()):
-        mask = mask | empty  # let padding rows see everything; their output is discarded
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 @dataclass
@@ -153,45 +146,12 @@ class FocusModel(nn.Module):
     def _attention_onepass(self, i, block, x, f, lay: Layout, ordn: Tokens, foc: Tokens):
         attn, fp = block.attn, self.focus_proj[str(i)]
         q, kk, v = attn.qkv(block.pre_norm(x), ordn.pos)
-        B, H, n, hd = q.shape
-        W, m, nw = lay.window, lay.focus_per_window, lay.num_windows
-        nf = lay.focus_windows if len(foc) else 0
-        dev = x.device
-
-        def windows(t, size, count):  # [B, H, N, hd] -> [B, H, count, size, hd] (zero padded)
-            t = F.pad(t, (0, 0, 0, count * size - t.shape[2]))
-            return t.view(B, H, count, size, hd)
-
-        qw, kw, vw = windows(q, W, nw), windows(kk, W, nw), windows(v, W, nw)
-        # Descriptors of the padded per-window slots; padding gets a window index past every real
-        # one, so it is never visible as a key.
-        never = torch.full((), 1 << 40, dtype=torch.long, device=dev)
-        od = ordinary_tokens(0, nw * W, lay.k, W, dev)
-        od.window = torch.where(od.pos < n, od.window, never)
-        if nf:
+        fq = fk = fv = None
+        if len(foc):
             fq, fk, fv = attn.qkv(block.pre_norm(f), foc.pos, wqkv=fp.wqkv)
-            fqw, fkw, fvw = windows(fq, m, nw), windows(fk, m, nw), windows(fv, m, nw)
-            fd = focus_tokens(range(nw), lay.k, W, dev)
-            fd.window = torch.where(fd.window < nf, fd.window, never)
-            qs = torch.cat([qw, fqw], 3)
-            ks = torch.cat([fk[:, :, None].expand(B, H, nw, nf * m, hd), kw, fkw], 3)
-            vs = torch.cat([fv[:, :, None].expand(B, H, nw, nf * m, hd), vw, fvw], 3)
-            wdesc = [Tokens.cat([od.index(slice(j * W, (j + 1) * W)), fd.index(slice(j * m, (j + 1) * m))])
-                     for j in range(nw)]
-            # Memory part: the Focus tokens of earlier windows only (a window's own Focus tokens
-            # are reached through its window part, exactly once).
-            masks = [torch.cat([(foc.window[None, :] < j).expand(len(d), -1), visible(d, d, self.config.scope)], 1)
-                     for j, d in enumerate(wdesc)]
-        else:
-            qs, ks, vs = qw, kw, vw
-            masks = [visible(d, d, self.config.scope)
-                     for d in (od.index(slice(j * W, (j + 1) * W)) for j in range(nw))]
-        mask = torch.stack(masks)
-        o = _attend(qs, ks, vs, mask[None, None])  # [B, H, nw, W(+m), hd]
-        o_ord = o[:, :, :, :W].reshape(B, H, nw * W, hd)[:, :, :n]
+        o_ord, o_f = windowed_focus_attention(q, kk, v, fq, fk, fv, lay, foc, self.config.scope)
         x = x + attn.out_proj(attn.merge_heads(o_ord))
-        if nf:
-            o_f = o[:, :, :nf, W:].reshape(B, H, nf * m, hd)
+        if o_f is not None:
             f = f + fp.out_proj(attn.merge_heads(o_f))
         return x, f
 

@@ -1,5 +1,9 @@
 """A few hundred CPU steps of adapter training on real human DNA move FOCUS toward the full-context
-model on held-out sequence (uses the shipped pretrained backbone)."""
+model on held-out sequence (uses the shipped pretrained backbone).
+
+Small windows (W=64, 8x compression) keep the run short while the base model still uses context
+beyond one window. The objective is self-distillation: with cross-entropy the Focus tokens also act
+as extra capacity that fits the data beyond a small base, which is not fidelity."""
 
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("focus_train")
     cfg = TrainConfig(
         model=ModelSection(checkpoint="embedded"),
-        focus=FocusConfig(k=16, window=256, train_ratios=[8, 16, 32]),
-        data=DataSection(sample_len=1024, rc_prob=0.5),
+        focus=FocusConfig(k=8, window=64, train_ratios=[4, 8, 16], ce_weight=0.0, distill_weight=1.0),
+        data=DataSection(sample_len=512, rc_prob=0.5),
         trainer=TrainerSection(lr=3e-3, max_steps=300, batch_size=4, warmup_steps=20),
         eval_samples=12, eval_len=1024, save_every=100, run_dir=str(run), seed=0,
     )
@@ -36,13 +40,16 @@ def test_training_closes_the_gap_to_full_context(trained):
     before, after = metrics["before"], metrics["after"]
     gap_before = before["bits_focus"] - before["bits_full"]
     gap_after = after["bits_focus"] - after["bits_full"]
-    # Full context really matters on this data: truncating attention to one window costs bits.
-    assert after["bits_truncation"] - after["bits_full"] > 0.002
-    assert gap_before > 0.002
-    # Training removes most of FOCUS's excess over full context and beats truncation.
-    assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
+    # Context beyond one window matters on this data: truncating attention to one window costs bits,
+    # and so does the untrained adapter.
+    assert after["bits_truncation"] - after["bits_full"] > 2e-4
+    assert gap_before > 5e-4
+    # Training removes most of FOCUS's excess over full context and beats truncation at equal
+    # attention memory, in loss and in divergence from the full-context model.
+    assert abs(gap_after) < 0.3 * gap_before, (gap_before, gap_after)
     assert after["bits_focus"] < after["bits_truncation"]
-    assert after["focus_kl"] < before["focus_kl"]
+    assert after["focus_kl"] < 0.3 * before["focus_kl"]
+    assert after["focus_kl"] < after["truncation_kl"]
     assert (run / "adapter" / "adapter.safetensors").is_file()
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 300
