@@ -101,11 +101,13 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[65536, 262144, 1048576, 4194304])
     ap.add_argument("--budget", type=float, default=1200.0, help="max predicted seconds per run")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--train-windows", type=int, default=8)
+    ap.add_argument("--train-windows", type=int, default=8, help="0 skips the training-step comparison")
+    ap.add_argument("--modes", nargs="+", default=["focus", "truncation", "full_kv"])
+    ap.add_argument("--name", default="focus_streaming", help="results file stem")
     args = ap.parse_args()
     rows = []
     exps = {"focus": 1.5, "full_kv": 2.0, "truncation": 1.0}  # conservative growth for the skip rule
-    for mode in ("focus", "truncation", "full_kv"):
+    for mode in args.modes:
         done_l, done_s = [], []
         for L in args.lengths:
             est = predict_seconds(done_l, done_s, L, exps[mode])
@@ -121,11 +123,12 @@ def main() -> None:
                 done_l.append(L)
                 done_s.append(r["seconds"])
     slopes = {}
-    for mode in exps:
+    for mode in args.modes:
         ok = [r for r in rows if r["mode"] == mode and "seconds" in r]
         slopes[mode] = loglog_slope([r["length"] for r in ok], [r["seconds"] for r in ok])
     steps = [isolated(train_step, how=h, preset=args.preset, k=args.k, window=args.window,
-                      windows=args.train_windows, threads=args.threads) for h in ("one_pass", "window_by_window")]
+                      windows=args.train_windows, threads=args.threads)
+             for h in (("one_pass", "window_by_window") if args.train_windows else ())]
     for s in steps:
         print(s, flush=True)
     info = machine()
@@ -147,15 +150,17 @@ def main() -> None:
                   f"{mib(r['hyena_state_bytes'])} | {tr} | {mr} |")
     md += ["", "Log-log time slope (fit over the lengths run): "
            + ", ".join(f"{m} {s:.2f}" if s else f"{m} n/a" for m, s in slopes.items()), "",
-           f"Training step (forward + backward) over {args.train_windows} windows "
-           f"({args.train_windows * args.window:,} bases):", "",
-           "| how | seconds | peak RSS growth MiB |", "|---|---|---|"]
+           ]
+    if steps:
+        md += [f"Training step (forward + backward) over {args.train_windows} windows "
+               f"({args.train_windows * args.window:,} bases):", "",
+               "| how | seconds | peak RSS growth MiB |", "|---|---|---|"]
     for s in steps:
         md.append(f"| {s['how']} | {s.get('seconds', float('nan')):.2f} | {mib(s.get('peak_extra_bytes'))} |")
-    if all("seconds" in s for s in steps):
+    if len(steps) == 2 and all("seconds" in s for s in steps):
         md += ["", f"One pass is {steps[1]['seconds'] / steps[0]['seconds']:.2f}x faster than window by window "
                f"(same loss: {steps[0]['loss']:.6f} vs {steps[1]['loss']:.6f})."]
-    write_results("focus_streaming", {"machine": info, "args": vars(args), "rows": rows, "slopes": slopes,
+    write_results(args.name, {"machine": info, "args": vars(args), "rows": rows, "slopes": slopes,
                                       "train_step": steps}, "\n".join(md) + "\n")
     print("\n".join(md))
 

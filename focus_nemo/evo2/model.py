@@ -281,6 +281,17 @@ class Evo2Block(nn.Module):
         return self.mlp_residual(x + y), new_state
 
 
+def tensor_nbytes(obj) -> int:
+    """Bytes of every tensor in a (nested) dict / list / tuple of tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_nbytes(v) for v in obj)
+    return 0
+
+
 @dataclass
 class Evo2State:
     """Streaming state: per block, a Hyena state dict or a KVCache; `offset` = bases consumed."""
@@ -289,18 +300,7 @@ class Evo2State:
     offset: int = 0
 
     def hyena_nbytes(self) -> int:
-        total = 0
-        for s in self.blocks:
-            if isinstance(s, dict):
-                stack = [s]
-                while stack:
-                    d = stack.pop()
-                    for v in d.values():
-                        if isinstance(v, dict):
-                            stack.append(v)
-                        elif isinstance(v, torch.Tensor):
-                            total += v.numel() * v.element_size()
-        return total
+        return sum(tensor_nbytes(s) for s in self.blocks if isinstance(s, dict))
 
     def kv_nbytes(self) -> int:
         return sum(s.nbytes() for s in self.blocks if isinstance(s, KVCache))

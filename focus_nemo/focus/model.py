@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from focus_nemo.evo2.model import Evo2Model, KVCache
+from focus_nemo.evo2.model import Evo2Model, KVCache, tensor_nbytes
 from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend as _attend
 from focus_nemo.focus.attention import windowed_focus_attention
@@ -67,21 +67,30 @@ class FocusState:
         return {i: c.length for i, c in self.window_kv.items()}
 
     def nbytes(self) -> dict[str, int]:
-        hy = 0
-        for s in self.hyena.values():
-            stack = [s]
-            while stack:
-                d = stack.pop()
-                for v in d.values():
-                    if isinstance(v, dict):
-                        stack.append(v)
-                    elif isinstance(v, torch.Tensor):
-                        hy += v.numel() * v.element_size()
-        return {"hyena": hy, "focus_memory": sum(c.nbytes() for c in self.memory.values()),
+        return {"hyena": tensor_nbytes(self.hyena), "focus_memory": sum(c.nbytes() for c in self.memory.values()),
                 "window": sum(c.nbytes() for c in self.window_kv.values())}
 
 
-class FocusModel(nn.Module):
+class FrozenBaseAdapter(nn.Module):
+    """What every FOCUS model shares: a frozen ``self.base`` and a FocusConfig ``self.config``."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.base.eval()  # the base stays frozen (no dropout or other train-mode behaviour)
+        return self
+
+    def focus_parameters(self) -> dict[str, torch.Tensor]:
+        """The adapter's tensors (this process's shards for tensor-parallel models), by name."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("base.")}
+
+    def _ratio(self, k: int | None, window: int | None) -> tuple[int, int]:
+        k = self.config.k if k is None else k
+        window = self.config.window if window is None else window
+        check_k_window(k, window)
+        return k, window
+
+
+class FocusModel(FrozenBaseAdapter):
     """Frozen Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
 
     def __init__(self, base: Evo2Model, config: FocusConfig | None = None) -> None:
@@ -98,21 +107,6 @@ class FocusModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ parameters
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.base.eval()  # the base stays frozen (no dropout or other train-mode behaviour)
-        return self
-
-    def focus_parameters(self) -> dict[str, torch.Tensor]:
-        """The adapter's tensors, by their adapter-file names."""
-        return {n: p for n, p in self.named_parameters() if not n.startswith("base.")}
-
-    def _ratio(self, k: int | None, window: int | None) -> tuple[int, int]:
-        k = self.config.k if k is None else k
-        window = self.config.window if window is None else window
-        check_k_window(k, window)
-        return k, window
-
     def _focus_input(self, n: int, batch: int, dtype) -> torch.Tensor:
         return self.focus_embedding.to(dtype).expand(batch, n, -1)
 

@@ -45,8 +45,9 @@ import torch.nn as nn
 from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend as _attend
 from focus_nemo.focus.attention import windowed_focus_attention
-from focus_nemo.focus.config import FocusConfig, check_k_window
+from focus_nemo.focus.config import FocusConfig
 from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
+from focus_nemo.focus.model import FrozenBaseAdapter
 
 
 def _no_init(weight: torch.Tensor) -> None:
@@ -116,7 +117,7 @@ class NemoFocusProjections(nn.Module):
         self.to(qkv.weight.device)
 
 
-class NemoFocusModel(nn.Module):
+class NemoFocusModel(FrozenBaseAdapter):
     """A frozen Megatron `HyenaModel` plus the FOCUS adapter (see the module docstring).
 
     Args:
@@ -159,21 +160,6 @@ class NemoFocusModel(nn.Module):
         # Megatron numbers layers from 1 over the whole model (pipeline offsets included); the
         # adapter names blocks by their position in the layer pattern, from 0.
         return layer.layer_number - 1
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.base.eval()  # the base stays frozen (no dropout or other train-mode behaviour)
-        return self
-
-    def focus_parameters(self) -> dict[str, torch.Tensor]:
-        """This rank's Focus parameters (shards), by module name."""
-        return {n: p for n, p in self.named_parameters() if not n.startswith("base.")}
-
-    def _ratio(self, k: int | None, window: int | None) -> tuple[int, int]:
-        k = self.config.k if k is None else k
-        window = self.config.window if window is None else window
-        check_k_window(k, window)
-        return k, window
 
     def _rotary(self, t: torch.Tensor, positions: torch.Tensor, config) -> torch.Tensor:
         """Megatron's rotary embedding of t [N, B, h, hd] at absolute positions [N]."""
