@@ -22,8 +22,28 @@ def rss_bytes() -> int:
     return 0
 
 
+def _status_kib(field: str) -> int | None:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark of this process's RSS (Linux); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS since the last `reset_peak_rss` (VmHWM), else since the process started."""
+    hwm = _status_kib("VmHWM")
+    return hwm * 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def machine() -> dict:
@@ -61,6 +81,7 @@ def isolated(target, **kwargs) -> dict:
 
 class Timer:
     def __enter__(self):
+        reset_peak_rss()  # so the peak belongs to this run, not to imports or model building
         self.rss0 = rss_bytes()
         self.t0 = time.perf_counter()
         return self

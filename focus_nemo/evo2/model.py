@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from focus_nemo.evo2.config import Evo2Config
-from focus_nemo.evo2.ops import apply_rotary, causal_fir, modal_iir, rotary_cos_sin
+from focus_nemo.evo2.ops import apply_rotary, attend_past_and_chunk, causal_fir, modal_iir, rotary_cos_sin
 
 
 class RMSNorm(nn.Module):
@@ -199,6 +199,20 @@ class KVCache:
         self.length = need
         return self.k[:, :, :need], self.v[:, :, :need]
 
+    def view(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The live entries (k, v), each [B, H, length, hd]."""
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+    @staticmethod
+    def concat(caches: list[KVCache]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Live entries of several caches, concatenated in order (None when all are empty)."""
+        views = [c.view() for c in caches if c.length]
+        if not views:
+            return None, None
+        if len(views) == 1:
+            return views[0]
+        return torch.cat([k for k, _ in views], 2), torch.cat([v for _, v in views], 2)
+
     def nbytes(self) -> int:
         """Bytes held by live entries (not the spare capacity)."""
         if self.k is None:
@@ -238,17 +252,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         q, k, v = self.qkv(x, positions)
-        if cache is None or cache.length == 0:
-            if cache is not None:
-                cache.append(k, v)
+        if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             past = cache.length
-            k, v = cache.append(k, v)
-            L, T = q.shape[2], k.shape[2]
-            mask = torch.ones(L, T, dtype=torch.bool, device=q.device)
-            mask[:, past:] = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            k_all, v_all = cache.append(k, v)
+            o = attend_past_and_chunk(q, k_all[:, :, :past], v_all[:, :, :past], k, v)
         return self.out_proj(self.merge_heads(o))
 
 

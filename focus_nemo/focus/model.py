@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from focus_nemo.evo2.model import Evo2Model, KVCache, tensor_nbytes
+from focus_nemo.evo2.ops import attend_past_and_chunk
 from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend as _attend
 from focus_nemo.focus.attention import windowed_focus_attention
@@ -218,17 +219,13 @@ class FocusModel(FrozenBaseAdapter):
             if block.is_attention:
                 attn = block.attn
                 q, kk, v = attn.qkv(h, q_desc.pos)
-                wk, wv = st.window_kv[i].append(kk, v)
-                mem = st.memory[i]
-                w_desc = ordinary_tokens(a - st.window_kv[i].length + c, a + c, st.k, st.window, tokens.device)
-                if mem.length:
-                    ks = torch.cat([mem.k[:, :, : mem.length], wk], 2)
-                    vs = torch.cat([mem.v[:, :, : mem.length], wv], 2)
-                    k_desc = Tokens.cat([st.memory_tokens, w_desc])
-                else:
-                    ks, vs, k_desc = wk, wv, w_desc
-                mask = visible(q_desc, k_desc, self.config.scope)
-                x = x + attn.out_proj(attn.merge_heads(_attend(q, ks, vs, mask)))
+                mem, win = st.memory[i], st.window_kv[i]
+                # An ordinary base sees the whole memory and its window's earlier bases (all
+                # visible) and this chunk causally (DESIGN D3; the scope concerns Focus queries only).
+                past_k, past_v = KVCache.concat([mem, win])
+                o = attend_past_and_chunk(q, past_k, past_v, kk, v)
+                win.append(kk, v)
+                x = x + attn.out_proj(attn.merge_heads(o))
             else:
                 y, st.hyena[i] = block.mixer(h, st.hyena[i], need_state=True)
                 x = x + y
@@ -247,10 +244,8 @@ class FocusModel(FrozenBaseAdapter):
             if block.is_attention:
                 attn, fp, mem, win = block.attn, self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
                 fq, fk, fv = attn.qkv(block.pre_norm(f), f_desc.pos, wqkv=fp.wqkv)
-                ks = torch.cat([mem.k[:, :, : mem.length], win.k[:, :, : win.length], fk], 2) if mem.length else \
-                    torch.cat([win.k[:, :, : win.length], fk], 2)
-                vs = torch.cat([mem.v[:, :, : mem.length], win.v[:, :, : win.length], fv], 2) if mem.length else \
-                    torch.cat([win.v[:, :, : win.length], fv], 2)
+                past_k, past_v = KVCache.concat([mem, win])
+                ks, vs = torch.cat([past_k, fk], 2), torch.cat([past_v, fv], 2)
                 k_desc = Tokens.cat([st.memory_tokens, w_desc, f_desc])
                 mask = visible(f_desc, k_desc, self.config.scope)
                 f = f + fp.out_proj(attn.merge_heads(_attend(fq, ks, vs, mask)))
