@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
+from focus_nemo.evo2.ops import attend_past_and_chunk
+from focus_nemo.focus.layout import Layout, Tokens, ordinary_tokens, visible
 
 
 def attend(q, k, v, mask):
@@ -17,7 +18,12 @@ def attend(q, k, v, mask):
 
 
 def windowed_focus_attention(q, k, v, fq, fk, fv, lay: Layout, foc: Tokens, scope: str):
-    """The D3 mask evaluated window-batched, (the one-pass D7 forward).
+    """The D3 mask evaluated block-sparsely, window by window (the one-pass D7 forward).
+
+    Ordinary bases of window j see the memory (the Focus tokens of windows < j) and their window
+    causally: two fused flash-attention calls merged by log-sum-exp, O(W) memory per head. The Focus
+    tokens of all windows are batched: window j's Focus queries against the memory, the window's
+    bases and its Focus tokens, with the boolean D3 mask (small: ceil(W/k) queries per window).
 
     Args:
         q, k, v: ordinary-stream projections [B, H, n, hd] (post-rotary q and k).
@@ -31,34 +37,27 @@ def windowed_focus_attention(q, k, v, fq, fk, fv, lay: Layout, foc: Tokens, scop
     B, H, n, hd = q.shape
     W, m, nw = lay.window, lay.focus_per_window, lay.num_windows
     nf = lay.focus_windows if len(foc) else 0
-    dev = q.device
-
-    def windows(t, size, count):  # [B, H, N, hd] -> [B, H, count, size, hd] (zero padded)
-        t = F.pad(t, (0, 0, 0, count * size - t.shape[2]))
-        return t.view(B, H, count, size, hd)
-
-    qw, kw, vw = windows(q, W, nw), windows(k, W, nw), windows(v, W, nw)
-    # Padded per-window slots get a window index past every real one: never visible as keys.
-    never = torch.full((), 1 << 40, dtype=torch.long, device=dev)
-    od = ordinary_tokens(0, nw * W, lay.k, W, dev)
-    od.window = torch.where(od.pos < n, od.window, never)
-    if nf:
-        fqw, fkw, fvw = windows(fq, m, nw), windows(fk, m, nw), windows(fv, m, nw)
-        fd = focus_tokens(range(nw), lay.k, W, dev)
-        fd.window = torch.where(fd.window < nf, fd.window, never)
-        qs = torch.cat([qw, fqw], 3)
-        ks = torch.cat([fk[:, :, None].expand(B, H, nw, nf * m, hd), kw, fkw], 3)
-        vs = torch.cat([fv[:, :, None].expand(B, H, nw, nf * m, hd), vw, fvw], 3)
-        wdesc = [Tokens.cat([od.index(slice(j * W, (j + 1) * W)), fd.index(slice(j * m, (j + 1) * m))])
-                 for j in range(nw)]
-        # Memory part: Focus tokens of earlier windows only (a window's own Focus tokens are
+    outs = []
+    for j in range(nw):
+        s, e = j * W, min(n, (j + 1) * W)
+        mem = min(j, nf) * m
+        pk, pv = (fk[:, :, :mem], fv[:, :, :mem]) if mem else (None, None)
+        outs.append(attend_past_and_chunk(q[:, :, s:e], pk, pv, k[:, :, s:e], v[:, :, s:e]))
+    o_ord = torch.cat(outs, 2)
+    if not nf:
+        return o_ord, None
+    # Windows that carry Focus tokens are complete (a later base follows them): no padding.
+    kw = k[:, :, : nf * W].reshape(B, H, nf, W, hd)
+    vw = v[:, :, : nf * W].reshape(B, H, nf, W, hd)
+    fqw, fkw, fvw = (t.reshape(B, H, nf, m, hd) for t in (fq, fk, fv))
+    ks = torch.cat([fk[:, :, None].expand(B, H, nf, nf * m, hd), kw, fkw], 3)
+    vs = torch.cat([fv[:, :, None].expand(B, H, nf, nf * m, hd), vw, fvw], 3)
+    masks = []
+    for j in range(nf):
+        fd = foc.index(slice(j * m, (j + 1) * m))
+        wd = Tokens.cat([ordinary_tokens(j * W, (j + 1) * W, lay.k, W, q.device), fd])
+        # Memory part: the Focus tokens of earlier windows only (a window's own Focus tokens are
         # reached through its window part, exactly once).
-        masks = [torch.cat([(foc.window[None, :] < j).expand(len(d), -1), visible(d, d, scope)], 1)
-                 for j, d in enumerate(wdesc)]
-    else:
-        qs, ks, vs = qw, kw, vw
-        masks = [visible(d, d, scope) for d in (od.index(slice(j * W, (j + 1) * W)) for j in range(nw))]
-    o = attend(qs, ks, vs, torch.stack(masks)[None, None])  # [B, H, nw, W(+m), hd]
-    o_ord = o[:, :, :, :W].reshape(B, H, nw * W, hd)[:, :, :n]
-    o_f = o[:, :, :nf, W:].reshape(B, H, nf * m, hd) if nf else None
-    return o_ord, o_f
+        masks.append(torch.cat([(foc.window[None, :] < j).expand(m, -1), visible(fd, wd, scope)], 1))
+    o_f = attend(fqw, ks, vs, torch.stack(masks)[None, None])  # [B, H, nf, m, hd]
+    return o_ord, o_f.reshape(B, H, nf * m, hd)
