@@ -223,3 +223,24 @@ def train(cfg: TrainConfig) -> dict:
     writer.close()
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def fidelity_table(metrics: dict, cfg: TrainConfig) -> None:
+    """Print held-out fidelity (before/after training) as a table on the console."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Held-out fidelity, k={cfg.focus.k}, W={cfg.focus.window} "
+                    f"(positions after the first window; distances over A/C/G/T)")
+    for col in ("model", "bits/base", "mean |dp(true)|", "KL(full || model)", "JS"):
+        t.add_column(col, justify="right")
+    after = metrics["after"]
+    t.add_row("full context", f"{after['bits_full']:.4f}", "0", "0", "0")
+    rows = [("truncation", "truncation", after)]
+    if "before" in metrics:
+        rows.append(("FOCUS, untrained", "focus", metrics["before"]))
+    rows.append(("FOCUS, trained", "focus", after))
+    for label, key, m in rows:
+        t.add_row(label, f"{m['bits_' + key]:.4f}", f"{m[key + '_abs_dp_true']:.5f}", f"{m[key + '_kl']:.2e}",
+                  f"{m[key + '_js']:.2e}")
+    Console().print(t)

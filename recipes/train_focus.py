@@ -16,13 +16,15 @@ import json
 import hydra
 from omegaconf import DictConfig
 
-from focus_nemo.train import config_from_hydra, train
+from focus_nemo.train import config_from_hydra, fidelity_table, train
 
 
 @hydra.main(config_path="../conf", config_name="train_focus", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    metrics = train(config_from_hydra(cfg))
+    config = config_from_hydra(cfg)
+    metrics = train(config)
     print(json.dumps(metrics, indent=2))
+    fidelity_table(metrics, config)
 
 
 if __name__ == "__main__":
