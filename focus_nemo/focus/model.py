@@ -90,6 +90,19 @@ class FrozenBaseAdapter(nn.Module):
         check_k_window(k, window)
         return k, window
 
+    def _consume(self, tokens: torch.Tensor, state):
+        """Feed bases piece by piece, cut at window boundaries (`_window_piece`), and compress each
+        window as it completes (`_compress_window`); returns (logits [B, c, V], state)."""
+        out, start = [], 0
+        while start < tokens.shape[1]:
+            room = state.window - state.offset % state.window
+            piece = tokens[:, start: start + room]
+            out.append(self._window_piece(piece, state))
+            start += piece.shape[1]
+            if state.offset % state.window == 0:
+                self._compress_window(state, tokens.shape[0])
+        return torch.cat(out, 1), state
+
 
 class FocusModel(FrozenBaseAdapter):
     """Frozen Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
@@ -200,15 +213,7 @@ class FocusModel(FrozenBaseAdapter):
         check_tokens(tokens, self.base.config.vocab_size)
         if tokens.shape[1] == 0:
             raise ValueError("forward_chunk: empty chunk")
-        out, start = [], 0
-        while start < tokens.shape[1]:
-            room = state.window - state.offset % state.window
-            piece = tokens[:, start: start + room]
-            out.append(self._window_piece(piece, state))
-            start += piece.shape[1]
-            if state.offset % state.window == 0:
-                self._compress_window(state, tokens.shape[0])
-        return torch.cat(out, 1), state
+        return self._consume(tokens, state)
 
     def _window_piece(self, tokens: torch.Tensor, st: FocusState) -> torch.Tensor:
         a, c = st.offset, tokens.shape[1]

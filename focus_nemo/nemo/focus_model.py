@@ -270,15 +270,7 @@ class NemoFocusModel(FrozenBaseAdapter):
         if tokens.shape[1] == 0:
             raise ValueError("forward_chunk: empty chunk")
         tokens = tokens.to(self._device())
-        out, start = [], 0
-        while start < tokens.shape[1]:
-            room = state.window - state.offset % state.window
-            piece = tokens[:, start: start + room]
-            out.append(self._window_piece(piece, state))
-            start += piece.shape[1]
-            if state.offset % state.window == 0:
-                self._compress_window(state, tokens.shape[0])
-        return torch.cat(out, 1), state
+        return self._consume(tokens, state)
 
     def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
                window: int | None = None, state=None):
