@@ -68,14 +68,10 @@ class ChromWindows:
 
 
 def read_region(fasta: str, chrom: str, start: int, end: int) -> np.ndarray:
-    import pyfaidx
+    """Bases [start, end) of a record, case kept (chr1/1 aliases and errors as in focus_nemo.data)."""
+    from focus_nemo.data import open_genome
 
-    fa = pyfaidx.Fasta(fasta, as_raw=True, sequence_always_upper=False)
-    name = chrom if chrom in fa else ("chr" + chrom if "chr" + chrom in fa else chrom.removeprefix("chr"))
-    if name not in fa:
-        raise KeyError(f"{fasta}: no record {chrom!r} (records: {list(fa.keys())[:10]})")
-    s = fa[name][start:end]
-    return np.frombuffer(s.encode("ascii"), dtype=np.uint8)
+    return open_genome(fasta).fetch(chrom, start, end)
 
 
 def markov_bits_per_base(train: np.ndarray, test: np.ndarray, order: int) -> float:

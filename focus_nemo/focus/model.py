@@ -90,6 +90,18 @@ class FrozenBaseAdapter(nn.Module):
         check_k_window(k, window)
         return k, window
 
+    def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
+               window: int | None = None, state=None):
+        """Yield logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
+        if state is None:
+            state = self.init_state(tokens.shape[0], k, window)
+        chunk_size = chunk_size or state.window
+        if chunk_size < 1:
+            raise ValueError(f"stream: chunk_size must be >= 1, got {chunk_size}")
+        for s in range(0, tokens.shape[1], chunk_size):
+            logits, state = self.forward_chunk(tokens[:, s: s + chunk_size], state)
+            yield logits
+
     def _consume(self, tokens: torch.Tensor, state):
         """Feed bases piece by piece, cut at window boundaries (`_window_piece`), and compress each
         window as it completes (`_compress_window`); returns (logits [B, c, V], state)."""
@@ -258,18 +270,6 @@ class FocusModel(FrozenBaseAdapter):
                 st.window_kv[i] = KVCache()
             f = block.mlp_residual(f)
         st.memory_tokens = Tokens.cat([st.memory_tokens, f_desc])
-
-    def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
-               window: int | None = None, state: FocusState | None = None):
-        """Yield logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
-        if state is None:
-            state = self.init_state(tokens.shape[0], k, window)
-        chunk_size = chunk_size or state.window
-        if chunk_size < 1:
-            raise ValueError(f"stream: chunk_size must be >= 1, got {chunk_size}")
-        for s in range(0, tokens.shape[1], chunk_size):
-            logits, state = self.forward_chunk(tokens[:, s: s + chunk_size], state)
-            yield logits
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

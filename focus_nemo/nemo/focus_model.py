@@ -272,18 +272,6 @@ class NemoFocusModel(FrozenBaseAdapter):
         tokens = tokens.to(self._device())
         return self._consume(tokens, state)
 
-    def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
-               window: int | None = None, state=None):
-        """Yield logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
-        if state is None:
-            state = self.init_state(tokens.shape[0], k, window)
-        chunk_size = chunk_size or state.window
-        if chunk_size < 1:
-            raise ValueError(f"stream: chunk_size must be >= 1, got {chunk_size}")
-        for s in range(0, tokens.shape[1], chunk_size):
-            logits, state = self.forward_chunk(tokens[:, s: s + chunk_size], state)
-            yield logits
-
     @staticmethod
     def _hyena_chunk(layer, h: torch.Tensor, state: dict):
         """A Megatron Hyena mixer on a chunk h [c, B, D] with carried state; ((out, bias), new state).
