@@ -89,18 +89,9 @@ def resolve_fasta(spec: str) -> str:
 
 
 def load_base(section: ModelSection):
-    from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
+    from focus_nemo.inference import load_base_model
 
-    dtype = getattr(torch, section.dtype)
-    if section.checkpoint == "random":
-        model = Evo2Model(Evo2Config.preset(section.preset))
-    elif section.checkpoint == "embedded":
-        from focus_nemo.evo2 import embedded_model_dir
-
-        model = load_evo2(embedded_model_dir())
-    else:
-        model = load_evo2(section.checkpoint)
-    return model.to(dtype)
+    return load_base_model(section.checkpoint, preset=section.preset, dtype=section.dtype)
 
 
 def ratio_for_step(cfg: TrainConfig, step: int) -> int:

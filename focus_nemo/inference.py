@@ -1,0 +1,65 @@
+"""Load a FOCUS model for inference: a base checkpoint plus (optionally) a trained adapter.
+
+Base checkpoints are named as in the model config group: ``embedded`` (the shipped small model),
+``random:<preset>`` (random weights, for smoke tests and profiling), or a path in any format
+`focus_nemo.evo2.load_evo2` reads. Adapters are directories written by `FocusModel.save_adapter`
+(or the NeMo model's export); ``embedded`` names the adapter shipped for the embedded model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from focus_nemo.focus import FocusConfig, FocusModel
+
+EMBEDDED_ADAPTER = "evo2_small_chr20_focus"
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def embedded_adapter_dir() -> Path:
+    """Directory of the FOCUS adapter shipped for the embedded model (W=1024, k in {25,50,100,200})."""
+    from importlib.resources import files
+
+    return Path(str(files("focus_nemo") / "assets" / EMBEDDED_ADAPTER))
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"dtype: {name!r} is not one of {sorted(DTYPES)}") from None
+
+
+def load_base_model(checkpoint: str = "embedded", preset: str = "tiny", dtype: str = "float32",
+                    device: str | torch.device = "cpu"):
+    """An Evo2Model from ``embedded``, ``random`` (with `preset`), ``random:<preset>`` or a path."""
+    from focus_nemo.evo2 import Evo2Config, Evo2Model, embedded_model_dir, load_evo2
+
+    if checkpoint == "random" or checkpoint.startswith("random:"):
+        name = checkpoint.split(":", 1)[1] if ":" in checkpoint else preset
+        model = Evo2Model(Evo2Config.preset(name))
+    elif checkpoint == "embedded":
+        model = load_evo2(embedded_model_dir())
+    else:
+        if not Path(checkpoint).exists():
+            raise FileNotFoundError(f"model.checkpoint: {checkpoint} does not exist")
+        model = load_evo2(checkpoint)
+    return model.to(device=torch.device(device), dtype=parse_dtype(dtype)).eval()
+
+
+def load_focus_model(checkpoint: str = "embedded", adapter: str | None = "embedded", dtype: str = "float32",
+                     device: str | torch.device = "cpu", focus: FocusConfig | None = None) -> FocusModel:
+    """A FocusModel on `device`; the adapter's FocusConfig (k, W, scope) is used when one is given.
+
+    `adapter=None` gives the untrained adapter (Focus projections copied from the base, D6) with
+    `focus` (or the default FocusConfig).
+    """
+    base = load_base_model(checkpoint, dtype=dtype, device=device)
+    fm = FocusModel(base, focus)
+    if adapter is not None:
+        fm.load_adapter(embedded_adapter_dir() if adapter == "embedded" else adapter)
+    return fm.eval()
