@@ -53,7 +53,7 @@ def focus_loss(model, raw: torch.Tensor, k: int | None = None, window: int | Non
     loss = cfg.ce_weight * out["ce"]
     if dw > 0:
         with torch.no_grad():
-            ref = model.base(tokens[:, :-1]).float()
+            ref = model.base_logits(tokens[:, :-1]).float()
         lp = F.log_softmax(logits.float() / tau, -1)
         lq = F.log_softmax(ref / tau, -1)
         kl = (lq.exp() * (lq - lp)).sum(-1)

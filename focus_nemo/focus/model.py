@@ -80,6 +80,10 @@ class FrozenBaseAdapter(nn.Module):
         self.base.eval()  # the base stays frozen (no dropout or other train-mode behaviour)
         return self
 
+    def base_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen base model's full-context logits [B, L, V] (the distillation teacher)."""
+        return self.base(tokens)
+
     def focus_parameters(self) -> dict[str, torch.Tensor]:
         """The adapter's tensors (this process's shards for tensor-parallel models), by name."""
         return {n: p for n, p in self.named_parameters() if not n.startswith("base.")}

@@ -13,8 +13,8 @@ Usage::
     cpu_shims.apply()          # before building the Megatron model
 
 The shims cover building the model, its forward pass and distributed checkpoint save/load (also
-through `nemo.lightning`'s trainer and `MegatronStrategy`). Training on CPU additionally needs
-`clip_grad=0.0` in the optimizer config (Megatron's `clip_grads` asserts CUDA tensors).
+through `nemo.lightning`'s trainer and `MegatronStrategy`) and training with `nemo.lightning`'s
+trainer, `MegatronStrategy` and Megatron's (non-distributed, fp32) optimizer.
 """
 
 from __future__ import annotations
@@ -96,6 +96,37 @@ def _plain_decay_filter(self, L, *args, **kwargs):
     return self.h[:, :L] * self.decay[:, :L]
 
 
+class _StaysOnCpu(torch.Tensor):
+    """A tensor whose ``.to("cuda", ...)`` is a no-op (for pinned staging tensors headed to a GPU)."""
+
+    def to(self, *args, **kwargs):
+        if args and str(args[0]).startswith("cuda") or str(kwargs.get("device", "")).startswith("cuda"):
+            return self.as_subclass(torch.Tensor)
+        return super().to(*args, **kwargs)
+
+
+class _TorchWithCpuFactories:
+    """The torch module, except that tensor factories asked for device="cuda" build on the CPU, and
+    pinned tensors (a staging step before a copy to the GPU) are plain CPU tensors that stay put."""
+
+    _FACTORIES = ("zeros", "ones", "empty", "full", "tensor")
+
+    def __getattr__(self, name: str):
+        value = getattr(torch, name)
+        if name not in self._FACTORIES:
+            return value
+
+        @functools.wraps(value)
+        def on_cpu(*args, **kwargs):
+            if str(kwargs.get("device", "")).startswith("cuda"):
+                kwargs["device"] = "cpu"
+            if kwargs.pop("pin_memory", False):
+                return value(*args, **kwargs).as_subclass(_StaysOnCpu)
+            return value(*args, **kwargs)
+
+        return on_cpu
+
+
 def _make_cpu_rng_tracker_class():
     from megatron.core.tensor_parallel import random as mp_random
 
@@ -158,6 +189,45 @@ def _install_megatron_shims() -> None:
             mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
 
     _patch(mp_random, "initialize_rng_tracker", initialize_cpu_rng_tracker)
+
+    # FP32Optimizer.__init__ allocates its constant loss scale with device='cuda' ("Torch not compiled
+    # with CUDA enabled" when NeMo's MegatronOptimizerModule builds the optimizer).
+    from megatron.core.optimizer import optimizer as mcore_optimizer
+
+    def fp32_optimizer_init_on_cpu(self, optimizer, config, init_state_fn):
+        mcore_optimizer.MegatronOptimizer.__init__(self, optimizer, config, init_state_fn)
+        self._scale = torch.tensor([1.0], dtype=torch.float)
+        self.is_stub_optimizer = optimizer is None
+
+    _patch(mcore_optimizer.FP32Optimizer, "__init__", fp32_optimizer_init_on_cpu)
+
+    # The pipeline schedules count tokens in `torch.zeros([], device="cuda")` ("Torch not compiled
+    # with CUDA enabled" at the first training step); their module sees CPU factories instead.
+    from megatron.core.pipeline_parallel import schedules
+
+    _patch(schedules, "torch", _TorchWithCpuFactories())
+
+    # The gradient norm (computed at every optimizer step) and clipping allocate their overflow
+    # buffers with device='cuda'; without TE or Apex they already use Megatron's plain-torch kernels.
+    import megatron.core.utils as mcore_utils
+    from megatron.core.optimizer import clip_grads
+
+    _patch(clip_grads, "torch", _TorchWithCpuFactories())
+    _patch(mcore_utils, "torch", _TorchWithCpuFactories())  # local_multi_tensor_l2_norm's result
+
+    # Clipping asserts `param.grad.type() == 'torch.cuda.FloatTensor'`; the CPU version scales the
+    # same gradients by the same coefficient.
+    def clip_grad_by_total_norm_on_cpu(parameters, max_norm, total_norm, use_decoupled_grad=False):
+        if isinstance(parameters, torch.Tensor):
+            parameters = [parameters]
+        clip_coeff = max_norm / (total_norm + 1.0e-6)
+        if clip_coeff < 1.0:
+            for p in parameters:
+                g = getattr(p, "decoupled_grad", None) if use_decoupled_grad else p.grad
+                if g is not None:
+                    g.detach().mul_(clip_coeff)
+
+    _patch(mcore_optimizer, "clip_grad_by_total_norm_fp32", clip_grad_by_total_norm_on_cpu)
     if mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED and not isinstance(
         mp_random._CUDA_RNG_STATE_TRACKER, tracker_cls
     ):
@@ -209,6 +279,15 @@ def _install_nemo_shims() -> None:
             tensor_parallel.model_parallel_cuda_manual_seed(seed_ + 100 * get_pipeline_model_parallel_rank())
 
     _patch(megatron_init, "_set_random_seed", set_random_seed_with_cpu_tracker)
+
+    # MegatronStrategy.training_step and the data sampler log scalars through
+    # `torch.tensor(x, pin_memory=True).to("cuda")` ("pin_memory=True requires a CUDA or other
+    # accelerator backend" at the end of the first training step).
+    from nemo.lightning.pytorch.plugins import data_sampler
+    from nemo.lightning.pytorch.strategies import megatron_strategy
+
+    _patch(megatron_strategy, "torch", _TorchWithCpuFactories())
+    _patch(data_sampler, "torch", _TorchWithCpuFactories())
 
 
 def apply() -> bool:

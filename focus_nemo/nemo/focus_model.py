@@ -194,11 +194,20 @@ class NemoFocusModel(FrozenBaseAdapter):
         return _add(layer.mlp(layer.pre_mlp_layernorm(x)), x)
 
     # ------------------------------------------------------------------ one-pass forward
-    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None,
+                loss: bool = False) -> torch.Tensor:
         """One-pass masked forward over a multi-window sample: tokens [B, n] -> fp32 logits [B, n, V].
 
-        Logits are gathered over TP ranks, so every rank returns the same tensor.
+        Logits are gathered over TP ranks, so every rank returns the same tensor. With ``loss=True``
+        `tokens` are raw byte ids [B, n+1] (case preserved) and the result is the FOCUS objective of
+        `focus_nemo.focus.loss.focus_loss` as a tensor [loss, ce, kl] (kl = 0 without distillation).
         """
+        if loss:
+            from focus_nemo.focus.loss import focus_loss
+
+            terms = focus_loss(self, tokens, k=k, window=window)
+            zero = terms["loss"].new_zeros(())
+            return torch.stack([terms["loss"], terms["ce"], terms.get("kl", zero)])
         check_tokens(tokens, self.vocab_size or self.base.vocab_size)
         k, window = self._ratio(k, window)
         B, n = tokens.shape
@@ -217,6 +226,13 @@ class NemoFocusModel(FrozenBaseAdapter):
             if len(foc):
                 f = self._mlp_residual(layer, f)
         return self._head(x)
+
+    @torch.no_grad()
+    def base_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The frozen Megatron base's full-context fp32 logits [B, L, V] (gathered over TP ranks)."""
+        from focus_nemo.nemo.build import forward_logits
+
+        return forward_logits(self.base, tokens, self.vocab_size)
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         dec = self.base.decoder
