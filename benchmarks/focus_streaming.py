@@ -4,7 +4,8 @@ Usage:
     python benchmarks/focus_streaming.py                      # tiny preset, k=100, W=1024, 64 kb ... 4 Mb
     python benchmarks/focus_streaming.py --lengths 65536 262144 --budget 300
 
-Streaming modes, each run in a fresh process, window by window (chunk = W):
+Streaming modes, each run in a fresh process, window by window (chunk = W), measured by
+focus_nemo.profiling (as recipes/profile_memory.py does; random weights and random bases here):
   focus       FocusModel.stream: Hyena state + only Focus keys/values across windows
   full_kv     the base model with its full attention KV cache (exact, O(n^2) attention)
   truncation  the base model with attention reset at every window (Hyena state still carried)
@@ -18,50 +19,16 @@ from __future__ import annotations
 
 import argparse
 
-from common import Timer, isolated, loglog_slope, machine, mib, predict_seconds, write_results
+from common import Timer, isolated, machine, mib, write_results
+
+from focus_nemo.profiling import ProfileConfig, ProfileResult, load_model, profile
+
+MODES = {"focus": "focus", "truncation": "truncation", "full_kv": "full"}  # mode -> focus_nemo.profiling method
 
 
-def build(preset, k, window, threads):
-    import torch
-
-    from focus_nemo.evo2 import Evo2Config, Evo2Model
-    from focus_nemo.focus import FocusConfig, FocusModel
-
-    if threads:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    base = Evo2Model(Evo2Config.preset(preset)).eval()
-    return FocusModel(base, FocusConfig(k=k, window=window))
-
-
-def run(mode: str, length: int, preset: str, k: int, window: int, threads: int) -> dict:
-    import torch
-
-    from focus_nemo.evo2 import KVCache
-
-    fm = build(preset, k, window, threads)
-    tokens = torch.tensor([65, 67, 71, 84])[torch.randint(0, 4, (1, length))]
-    with torch.no_grad():
-        fm.base(tokens[:, :256])  # warm-up
-        with Timer() as t:
-            if mode == "focus":
-                state = fm.init_state(1)
-                for s in range(0, length, window):
-                    _, state = fm.forward_chunk(tokens[:, s: s + window], state)
-                nb = state.nbytes()
-                attn_bytes, hyena_bytes = nb["focus_memory"] + nb["window"], nb["hyena"]
-                entries = state.memory_entries()
-            else:
-                state = fm.base.init_state(1)
-                for s in range(0, length, window):
-                    if mode == "truncation":
-                        state.blocks = [KVCache() if isinstance(b, KVCache) else b for b in state.blocks]
-                    _, state = fm.base.forward_chunk(tokens[:, s: s + window], state)
-                attn_bytes, hyena_bytes = state.kv_nbytes(), state.hyena_nbytes()
-                entries = None
-    return {"mode": mode, "length": length, "seconds": t.seconds, "bases_per_s": length / t.seconds,
-            "peak_extra_bytes": t.peak_extra_bytes, "attention_state_bytes": attn_bytes,
-            "hyena_state_bytes": hyena_bytes, "focus_entries_per_attn_block": entries}
+def config(preset: str, k: int, window: int, threads: int) -> ProfileConfig:
+    """Random weights of `preset`, random bases, one window per chunk."""
+    return ProfileConfig(checkpoint=f"random:{preset}", k=k, window=window, random_sequence=True, threads=threads)
 
 
 def train_step(how: str, preset: str, k: int, window: int, windows: int, threads: int, repeats: int = 3) -> dict:
@@ -69,7 +36,7 @@ def train_step(how: str, preset: str, k: int, window: int, windows: int, threads
 
     from focus_nemo.focus import focus_loss, split_case, weighted_ce
 
-    fm = build(preset, k, window, threads)
+    fm = load_model(config(preset, k, window, threads))
     raw = torch.tensor([65, 67, 71, 84])[torch.randint(0, 4, (1, windows * window + 1))]
     times, peaks = [], []
     for _ in range(repeats + 1):  # the first repeat is the cold one: its RSS growth is the step's memory
@@ -91,7 +58,7 @@ def train_step(how: str, preset: str, k: int, window: int, windows: int, threads
         times.append(t.seconds)
         peaks.append(t.peak_extra_bytes)
     return {"how": how, "windows": windows, "bases": windows * window, "seconds": min(times[1:]),
-            "loss": float(loss), "peak_extra_bytes": peaks[0]}
+            "loss": float(loss.detach()), "peak_extra_bytes": peaks[0]}
 
 
 def main() -> None:
@@ -106,51 +73,38 @@ def main() -> None:
     ap.add_argument("--modes", nargs="*", default=["focus", "truncation", "full_kv"])
     ap.add_argument("--name", default="focus_streaming", help="results file stem")
     args = ap.parse_args()
-    rows = []
-    exps = {"focus": 1.5, "full_kv": 2.0, "truncation": 1.0}  # conservative growth for the skip rule
-    for mode in args.modes:
-        done_l, done_s = [], []
-        for L in args.lengths:
-            est = predict_seconds(done_l, done_s, L, exps[mode])
-            if est is not None and est > args.budget:
-                rows.append({"mode": mode, "length": L, "skipped": f"predicted {est:,.0f} s > budget"})
-                print(rows[-1], flush=True)
-                continue
-            r = isolated(run, mode=mode, length=L, preset=args.preset, k=args.k, window=args.window,
-                         threads=args.threads)
-            rows.append(r)
-            print(r, flush=True)
-            if "seconds" in r:
-                done_l.append(L)
-                done_s.append(r["seconds"])
-    slopes = {}
-    for mode in args.modes:
-        ok = [r for r in rows if r["mode"] == mode and "seconds" in r]
-        slopes[mode] = loglog_slope([r["length"] for r in ok], [r["seconds"] for r in ok])
+    bad = [m for m in args.modes if m not in MODES]
+    if bad:
+        ap.error(f"--modes: {bad} not among {list(MODES)}")
+    cfg = config(args.preset, args.k, args.window, args.threads)
+    method_mode = {v: m for m, v in MODES.items()}
+    rows = profile(cfg, [MODES[m] for m in args.modes], args.lengths, budget=args.budget, isolate=True, log=print)
+    for r in rows:
+        r["mode"] = method_mode[r["method"]]
+    slopes = {method_mode[m]: e for m, e in ProfileResult(cfg, rows).time_exponents().items()}
     steps = [isolated(train_step, how=h, preset=args.preset, k=args.k, window=args.window,
                       windows=args.train_windows, threads=args.threads)
              for h in (("one_pass", "window_by_window") if args.train_windows else ())]
     for s in steps:
         print(s, flush=True)
     info = machine()
-    by = {(r["mode"], r["length"]): r for r in rows if "seconds" in r}
+    by = {(r["mode"], r["length"]): r for r in rows if r["status"] == "ok"}
     md = [f"# FOCUS streaming ({args.preset}, k={args.k}, W={args.window}) vs full KV cache vs truncation", "",
           f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} (CPU, fp32, batch 1).", "",
           "| mode | length | time s | bases/s | peak RSS growth MiB | attention state MiB | Hyena state MiB |"
           " time / full_kv | attention state / full_kv |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if "seconds" not in r:
-            md.append(f"| {r['mode']} | {r['length']:,} | not run: {r.get('skipped', r.get('error'))} |"
-                      " | | | | | |")
+        if r["status"] != "ok":
+            md.append(f"| {r['mode']} | {r['length']:,} | not run: {r['note']} | | | | | | |")
             continue
         ref = by.get(("full_kv", r["length"]))
         tr = f"{r['seconds'] / ref['seconds']:.3f}" if ref else "-"
         mr = f"{r['attention_state_bytes'] / ref['attention_state_bytes']:.4f}" if ref else "-"
         md.append(f"| {r['mode']} | {r['length']:,} | {r['seconds']:.1f} | {r['bases_per_s']:,.0f} | "
-                  f"{mib(r['peak_extra_bytes'])} | {mib(r['attention_state_bytes'])} | "
+                  f"{mib(r['peak_rss_growth_bytes'])} | {mib(r['attention_state_bytes'])} | "
                   f"{mib(r['hyena_state_bytes'])} | {tr} | {mr} |")
     md += ["", "Log-log time slope (fit over the lengths run): "
-           + ", ".join(f"{m} {s:.2f}" if s else f"{m} n/a" for m, s in slopes.items()), "",
+           + ", ".join(f"{m} {s:.2f}" if s is not None else f"{m} n/a" for m, s in slopes.items()), "",
            ]
     if steps:
         md += [f"Training step (forward + backward) over {args.train_windows} windows "
