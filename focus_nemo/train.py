@@ -2,8 +2,13 @@
 the Focus parameters, evaluate held-out fidelity, save the adapter.
 
 `train(cfg)` is what the recipe calls. Everything that decides the run lives in `TrainConfig`.
-Training resumes from ``<run_dir>/checkpoint`` (adapter tensors, optimizer state and step): the data
-and the per-step ratio are functions of (seed, step), so a resumed run continues the same stream.
+Training resumes from ``<run_dir>/checkpoint`` (adapter tensors, optimizer state, RNG states and
+step, committed atomically and verified by checksum): the data, the per-step ratio and the learning
+rate are functions of (seed, step), so a run killed at any instant and started again with the same
+settings reaches the same adapter as one that was never interrupted (bit for bit on a CPU with the
+same thread count), and its ``train_log.jsonl`` holds each step once. Resuming with settings that
+change the trajectory, or from a damaged checkpoint, is an error that names the setting or the file
+(`ResumeError`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,16 +47,50 @@ class DataSection:
     max_n_fraction: float = 0.1
 
 
+BACKENDS = ("single", "nemo")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+
+
 @dataclass
 class TrainerSection:
-    backend: str = "single"  # single-device PyTorch loop
+    backend: str = "single"  # single: one-device PyTorch loop; nemo: NeMo/Megatron (TP/PP/DP)
     accelerator: str = "cpu"  # cpu | gpu
+    devices: int = 1  # processes per node (GPUs per node)
+    num_nodes: int = 1
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 20
     max_steps: int = 300
     batch_size: int = 2
     grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"TrainerSection.backend: {self.backend!r} is not one of {BACKENDS}")
+        if self.accelerator not in ("cpu", "gpu"):
+            raise ValueError(f"TrainerSection.accelerator: {self.accelerator!r} is not 'cpu' or 'gpu'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainerSection.precision: {self.precision!r} is not one of {PRECISIONS}")
+        for name in ("devices", "num_nodes", "tensor_model_parallel_size", "pipeline_model_parallel_size",
+                     "max_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerSection.{name}: must be >= 1, got {getattr(self, name)}")
+        world = self.devices * self.num_nodes
+        mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        if world % mp:
+            raise ValueError(f"TrainerSection.tensor_model_parallel_size: TP x PP = {mp} does not divide "
+                             f"devices x num_nodes = {world}")
+        if self.backend == "single" and world != 1:
+            raise ValueError(f"TrainerSection.devices: the single backend runs one process; got devices x "
+                             f"num_nodes = {world} (use backend: nemo)")
+
+    @property
+    def data_parallel_size(self) -> int:
+        mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
+        return self.devices * self.num_nodes // mp
 
 
 @dataclass
@@ -120,27 +160,240 @@ def _lr(cfg: TrainConfig, step: int) -> float:
     return o.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
-def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path) -> None:
+class ResumeError(ValueError):
+    """A training checkpoint cannot be resumed from: unreadable, truncated, or written with other
+    settings. The message names the file or the setting."""
+
+
+# Checkpoint layout (single backend): <run_dir>/checkpoint/
+#   step-00000050/   adapter.safetensors, adapter_config.json, trainer_state.pt (optimizer, step, RNG)
+#   latest.json      the commit record: step, directory, SHA-256 of trainer_state.pt, run settings
+# A save writes a new step directory, then replaces latest.json (atomically, last), then deletes the
+# previous step directory. A run killed at any instant therefore leaves latest.json naming a complete,
+# verifiable checkpoint (or none before the first save). The directory belongs to the trainer: each save
+# deletes everything in it but latest.json and the new step directory (leftovers of interrupted saves).
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_RECORD = "latest.json"
+CHECKPOINT_FORMAT = "focus-nemo-train-checkpoint/1"
+TRAINER_STATE = "trainer_state.pt"
+TRAIN_LOG = "train_log.jsonl"
+# The settings a run's trajectory depends on (prefixes of dotted keys of TrainConfig). Resuming with any
+# of them changed is refused; the others (evaluation, logging, run_dir, threads, device) may change.
+RESUME_SETTINGS = ("seed", "model.checkpoint", "model.preset", "model.dtype", "focus", "data.train_fasta",
+                   "data.train_regions", "data.sample_len", "data.rc_prob", "data.max_n_fraction", "trainer.lr",
+                   "trainer.weight_decay", "trainer.warmup_steps", "trainer.max_steps", "trainer.batch_size",
+                   "trainer.grad_clip")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _resume_settings(cfg: TrainConfig) -> dict:
+    """The RESUME_SETTINGS of `cfg` as JSON values under dotted keys (``focus.k``, ``trainer.lr``, ...)."""
+    flat = _flatten(json.loads(json.dumps(asdict(cfg))))
+    return {k: v for k, v in flat.items() if any(k == p or k.startswith(p + ".") for p in RESUME_SETTINGS)}
+
+
+def _rng_state() -> dict:
+    """Every random stream a training step could draw from (torch CPU and CUDA, NumPy, Python)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            log.warning("checkpoint holds CUDA RNG states of %d devices, this process sees %d: not restored",
+                        len(state["cuda"]), torch.cuda.device_count())
+
+
+def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path, cfg: TrainConfig) -> Path:
+    """Save the resumable state after `step` optimizer steps (layout above); returns the step directory."""
+    import shutil
+
+    from focus_nemo.focus.adapter import atomic_write, atomic_write_bytes
+
+    ck = run / CHECKPOINT_DIR
+    ck.mkdir(parents=True, exist_ok=True)
+    committed = _committed_directory(ck)
+    name, n = f"step-{step:08d}", 0
+    while (ck / name).exists():
+        if name != committed:  # left by a save that was interrupted before its commit
+            shutil.rmtree(ck / name)
+            break
+        n += 1  # the committed checkpoint of this step stays intact until the new one is committed
+        name = f"step-{step:08d}.{n}"
+    target = ck / name
+    fm.save_adapter(target, extra={"step": step})
+    state = {"step": step, "optimizer": opt.state_dict(), "rng": _rng_state()}
+    digest = atomic_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
+    record = {"format": CHECKPOINT_FORMAT, "step": step, "directory": name, "trainer_state_sha256": digest,
+              "settings": _resume_settings(cfg)}
+    atomic_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())  # the commit point
+    for entry in ck.iterdir():
+        if entry.name in (CHECKPOINT_RECORD, name):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except FileNotFoundError:
+            pass
+    return target
+
+
+def _committed_directory(ck: Path) -> str | None:
+    """The step directory the commit record names, if it can be read."""
+    try:
+        return str(json.loads((ck / CHECKPOINT_RECORD).read_text())["directory"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_checkpoint(fm: FocusModel, opt, run: Path, cfg: TrainConfig) -> tuple[int, dict | None]:
+    """Restore the adapter and optimizer from ``<run>/checkpoint``; returns (step, RNG states), or
+    (0, None) when there is no committed checkpoint or ``cfg.resume`` is false (which retires the
+    checkpoint: the first save of the new run replaces it). The caller restores the RNG states right
+    before its first step.
+
+    Raises:
+        ResumeError: the record or trainer state is unreadable or fails its checksum, the adapter is
+            refused, or the checkpoint was written with other RESUME_SETTINGS; the message names the
+            file or the setting.
+    """
+    import hashlib
+
+    from focus_nemo.focus.adapter import load_adapter
+
+    ck = run / CHECKPOINT_DIR
+    record_path = ck / CHECKPOINT_RECORD
+    restart = f"to start over, delete {ck} or set resume=false"
+    if not cfg.resume:
+        if record_path.is_file():  # start over: the old checkpoint must never be resumed into this run
+            record_path.unlink()
+            log.info("resume=false: %s is discarded", ck)
+        return 0, None
+    if not record_path.is_file():
+        _check_no_other_checkpoint(ck, restart)
+        return 0, None
+    try:
+        record = json.loads(record_path.read_text())
+        step, name, digest = int(record["step"]), str(record["directory"]), str(record["trainer_state_sha256"])
+        saved = dict(record["settings"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ResumeError(f"{record_path}: unreadable checkpoint record ({type(e).__name__}: {e}); "
+                          f"{restart}") from None
+    if record.get("format") != CHECKPOINT_FORMAT:
+        raise ResumeError(f"{record_path}: format {record.get('format')!r}, expected {CHECKPOINT_FORMAT!r}; {restart}")
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise ResumeError(f"{record_path}: directory {name!r} is not a step directory of {ck}; {restart}")
+    now = _resume_settings(cfg)
+    changed = [f"{key}: {saved.get(key, '(absent)')!r} in the checkpoint, {value!r} now"
+               for key, value in now.items() if saved.get(key, "(absent)") != value]
+    if changed:
+        raise ResumeError(f"{record_path}: the checkpoint was written with other settings ({'; '.join(changed)}); "
+                          f"resume with the same settings, or {restart}")
+    target = ck / name
+    state_path = target / TRAINER_STATE
+    try:
+        f = open(state_path, "rb")  # noqa: SIM115 - hashed, then read from the same open file
+    except OSError as e:
+        raise ResumeError(f"{state_path}: cannot read the trainer state ({e.strerror}); {restart}") from None
+    with f:
+        h = hashlib.sha256()
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+        if h.hexdigest() != digest:
+            raise ResumeError(f"{state_path}: checksum mismatch (file is {h.hexdigest()[:12]}..., "
+                              f"{record_path.name} records {digest[:12]}...): the file is truncated or was "
+                              f"modified; {restart}")
+        f.seek(0)
+        try:
+            state = torch.load(f, weights_only=True, map_location="cpu")
+            state_step, optimizer, rng = int(state["step"]), state["optimizer"], state["rng"]
+        except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file; name it
+            raise ResumeError(f"{state_path}: unreadable trainer state ({type(e).__name__}: {e}); "
+                              f"{restart}") from None
+    if state_step != step:
+        raise ResumeError(f"{state_path}: holds step {state_step}, {record_path.name} records {step}; {restart}")
+    try:
+        meta = load_adapter(fm, target, strict_config=True)
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"{e}; {restart}") from None
+    if meta.get("step") != step:
+        raise ResumeError(f"{target}: adapter of step {meta.get('step')}, {record_path.name} records {step}; "
+                          f"{restart}")
+    try:
+        opt.load_state_dict(optimizer)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise ResumeError(f"{state_path}: optimizer state does not fit the trainable parameters ({e}); "
+                          f"{restart}") from None
+    log.info("resumed from %s at step %d", target, step)
+    return step, rng
+
+
+def _check_no_other_checkpoint(ck: Path, restart: str) -> None:
+    """No commit record: fine when nothing, or only an unfinished first save, is there; an error when a
+    checkpoint of another layout (another backend, an older version) is, rather than silently starting over."""
+    if not ck.is_dir():
+        return
+    markers = (TRAINER_STATE, "trainer_state.json", "adapter_config.json")
+    other = sorted(p.name for p in ck.iterdir() if p.name in markers)
+    if other:
+        raise ResumeError(f"{ck}: holds a checkpoint without {CHECKPOINT_RECORD} ({', '.join(other)}), written by "
+                          f"another backend or an older version; resume it with what wrote it, or {restart}")
+    if any(ck.iterdir()):
+        log.warning("%s: no committed checkpoint (none was completed, or resume=false discarded it); starting at "
+                    "step 0", ck)
+
+
+def _open_train_log(run: Path, start: int):
+    """``train_log.jsonl`` opened for appending (line-buffered) with only the records of steps before
+    `start`: a killed run logs steps after its last checkpoint, which the resumed run takes (and logs)
+    again. Lines cut short by a kill are dropped too."""
     from focus_nemo.focus.adapter import atomic_write_bytes
 
-    ck = run / "checkpoint"
-    fm.save_adapter(ck, extra={"step": step})
-    import io
-
-    buf = io.BytesIO()
-    torch.save({"optimizer": opt.state_dict(), "step": step}, buf)
-    atomic_write_bytes(ck / "trainer_state.pt", buf.getvalue())
-
-
-def _load_checkpoint(fm: FocusModel, opt, run: Path) -> int:
-    ck = run / "checkpoint"
-    if not (ck / "trainer_state.pt").is_file():
-        return 0
-    fm.load_adapter(ck)
-    state = torch.load(ck / "trainer_state.pt", weights_only=True, map_location="cpu")
-    opt.load_state_dict(state["optimizer"])
-    log.info("resumed from %s at step %d", ck, state["step"])
-    return int(state["step"])
+    path = run / TRAIN_LOG
+    if path.exists():
+        kept, dropped = [], 0
+        for line in path.read_bytes().splitlines():
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                step = None
+            if isinstance(step, int) and step < start:
+                kept.append(line + b"\n")
+            else:
+                dropped += 1
+        if dropped:
+            atomic_write_bytes(path, b"".join(kept))
+            log.info("%s: dropped %d record(s) of steps >= %d (they are run again)", path, dropped, start)
+    return open(path, "a", buffering=1)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -151,8 +404,10 @@ def train(cfg: TrainConfig) -> dict:
     from focus_nemo.data import TrainWindowDataset, WindowSampler, open_genome
     from focus_nemo.evaluate import fidelity
 
-    if cfg.trainer.backend != "single":
-        raise ValueError(f"TrainerSection.backend: {cfg.trainer.backend!r} is not available; use 'single'")
+    if cfg.trainer.backend == "nemo":
+        from focus_nemo.nemo.lightning import train_nemo
+
+        return train_nemo(cfg)
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -164,7 +419,7 @@ def train(cfg: TrainConfig) -> dict:
     fm = FocusModel(base, cfg.focus)
     params = [p for p in fm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
-    start = _load_checkpoint(fm, opt, run) if cfg.resume else 0
+    start, rng = _load_checkpoint(fm, opt, run, cfg)
 
     genome = open_genome(resolve_fasta(cfg.data.train_fasta))
     sampler = WindowSampler(genome, cfg.data.train_regions or list(genome.names), cfg.data.sample_len + 1,
@@ -174,8 +429,10 @@ def train(cfg: TrainConfig) -> dict:
     metrics: dict = {"start_step": start}
     if start == 0:
         metrics["before"] = fidelity(fm, held)
-    writer = SummaryWriter(str(run / "tensorboard"))
-    history = open(run / "train_log.jsonl", "a")
+    writer = SummaryWriter(str(run / "tensorboard"), purge_step=start)  # hides events of steps run again
+    history = _open_train_log(run, start)
+    if rng is not None:
+        _set_rng_state(rng)  # last before the loop: the first step draws what it drew in the killed run
     t0 = time.time()
     with Progress(TextColumn("[bold]focus[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as progress:
@@ -203,9 +460,10 @@ def train(cfg: TrainConfig) -> dict:
                 for n, v in ev.items():
                     writer.add_scalar(f"heldout/{n}", v, step)
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                _save_checkpoint(fm, opt, step + 1, run)
+                _save_checkpoint(fm, opt, step + 1, run, cfg)
     history.close()
-    _save_checkpoint(fm, opt, cfg.trainer.max_steps, run)
+    if start < cfg.trainer.max_steps and not (cfg.save_every and cfg.trainer.max_steps % cfg.save_every == 0):
+        _save_checkpoint(fm, opt, cfg.trainer.max_steps, run, cfg)  # else the loop's last save holds max_steps
     fm.save_adapter(run / "adapter", extra={"steps": cfg.trainer.max_steps})
     metrics["after"] = fidelity(fm, held)
     metrics["train_seconds"] = round(time.time() - t0, 1)

@@ -4,15 +4,31 @@ A directory holds ``adapter.safetensors`` and ``adapter_config.json``. The confi
 scope and the identity of the base model (its shape hash, preset name and attention blocks) and
 the SHA-256 of the tensor file. Loading onto a base of another shape is refused with an error that
 says which; a tensor file that does not match its recorded checksum is refused too.
+
+Run-time ratio and window: an adapter records the k and W it was trained with, and loading it sets
+them as the model's defaults, but any 1 <= k <= W can be passed at run time (``fm(tokens, k=...,
+window=...)``, ``fm.stream(..., k=..., window=...)``). The Focus parameters do not depend on W: a
+larger W only keeps more ordinary bases in exact attention before compressing (W >= the sequence
+length is the base model itself, I1), so running at a W larger than the trained one is allowed. How
+well the adapter summarises at a k or W it was not trained with is a question of fidelity, measured
+by ``focus_nemo.evaluate``, not of correctness.
+
+Files are written under a temporary name in the target directory, flushed to disk and renamed into
+place (the directory entry is synced too), so a reader, or a run killed at any instant, sees either
+the old file or the new one, never a partial one. One process writes a given directory at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError
@@ -33,19 +49,73 @@ def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename (readers never see half a file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _default_file_mode() -> int:
+    """Permission bits an ordinary new file gets under the current umask (temp files start 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames inside `directory` durable (best effort: some file systems refuse it)."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _temp_in(directory: Path, name: str) -> str:
+    """An empty temporary file next to `name` in `directory`, readable like any other new file."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with contextlib.suppress(OSError):  # best effort: some file systems have no mode bits
+            os.fchmod(fd, _default_file_mode())
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def remove_stale_temp_files(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete temporary files that writes of `names` left in `directory` when a process was killed
+    mid-write; returns what was removed."""
+    removed = []
+    for name in names:
+        for stale in directory.glob(f".{glob.escape(name)}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+                removed.append(stale)
+    return removed
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> str:
+    """Create or replace `path` with what ``write(file)`` writes, through a temporary file in the same
+    directory that is flushed to disk and renamed (readers never see half a file); returns its SHA-256."""
+    path = Path(path)
+    tmp = _temp_in(path.parent, path.name)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        digest = sha256_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
+    return digest
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory and rename (readers never see half a file)."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def base_identity(base) -> dict:
@@ -58,11 +128,15 @@ def save_adapter(model, path: str | Path, extra: dict | None = None) -> Path:
     """Write the adapter of `model` (a FocusModel) to directory `path`; returns the directory."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path, (TENSORS, CONFIG))
     tensors = {n: p.detach().to("cpu").contiguous() for n, p in model.focus_parameters().items()}
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{TENSORS}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _temp_in(path, TENSORS)
     try:
-        save_file(tensors, tmp, metadata={"format": ADAPTER_FORMAT})
+        save_file(tensors, tmp, metadata={"format": ADAPTER_FORMAT})  # leaves the file mode at 0600
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+            with contextlib.suppress(OSError):
+                os.fchmod(f.fileno(), _default_file_mode())
         digest = sha256_file(tmp)
         os.replace(tmp, path / TENSORS)
     except BaseException:
