@@ -78,6 +78,12 @@ def _gather(shard: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat(parts, dim)
 
 
+def _norm(norm, x: torch.Tensor) -> torch.Tensor:
+    """Apply a Megatron norm as its layers do: the input cast to the parameters' dtype (the residual
+    stream may be fp32 under ``fp32_residual_connection`` while the weights are bf16)."""
+    return norm(x.to(norm.weight.dtype))
+
+
 def _add(out_with_bias, residual: torch.Tensor) -> torch.Tensor:
     """residual + out (+ bias): Megatron's bias-dropout-add without dropout (the base is in eval mode)."""
     out, bias = out_with_bias if isinstance(out_with_bias, tuple) else (out_with_bias, None)
@@ -191,7 +197,7 @@ class NemoFocusModel(FrozenBaseAdapter):
 
     @staticmethod
     def _mlp_residual(layer, x: torch.Tensor) -> torch.Tensor:
-        return _add(layer.mlp(layer.pre_mlp_layernorm(x)), x)
+        return _add(layer.mlp(_norm(layer.pre_mlp_layernorm, x)), x)
 
     # ------------------------------------------------------------------ one-pass forward
     def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None,
@@ -221,7 +227,7 @@ class NemoFocusModel(FrozenBaseAdapter):
             if _is_attention(layer):
                 x, f = self._attention_onepass(layer, x, f, lay, ordn, foc)
             else:
-                x = _add(layer.mixer(layer.norm(x)), x)
+                x = _add(layer.mixer(_norm(layer.norm, x)), x)
             x = self._mlp_residual(layer, x)
             if len(foc):
                 f = self._mlp_residual(layer, f)
@@ -237,7 +243,7 @@ class NemoFocusModel(FrozenBaseAdapter):
     def _head(self, x: torch.Tensor) -> torch.Tensor:
         dec = self.base.decoder
         if dec.post_layer_norm:
-            x = dec.final_norm(x)
+            x = _norm(dec.final_norm, x)
         weight = self.base.shared_embedding_or_output_weight() if self.base.share_embeddings_and_output_weights \
             else None
         logits, _ = self.base.output_layer(x, weight=weight, runtime_gather_output=True)
@@ -248,10 +254,10 @@ class NemoFocusModel(FrozenBaseAdapter):
 
     def _attention_onepass(self, layer, x, f, lay: Layout, ordn: Tokens, foc: Tokens):
         sa, fp = layer.self_attention, self.focus_proj[str(self._global_index(layer))]
-        q, kk, v = self._qkv(sa.linear_qkv, sa, layer.input_layernorm(x), ordn.pos)
+        q, kk, v = self._qkv(sa.linear_qkv, sa, _norm(layer.input_layernorm, x), ordn.pos)
         fq = fk = fv = None
         if len(foc):
-            fq, fk, fv = self._qkv(fp.linear_qkv, sa, layer.input_layernorm(f), foc.pos)
+            fq, fk, fv = self._qkv(fp.linear_qkv, sa, _norm(layer.input_layernorm, f), foc.pos)
         o_ord, o_f = windowed_focus_attention(q, kk, v, fq, fk, fv, lay, foc, self.config.scope)
         x = _add(sa.linear_proj(self._merge(o_ord)), x)
         if o_f is not None:
@@ -338,7 +344,7 @@ class NemoFocusModel(FrozenBaseAdapter):
             i = self._global_index(layer)
             if _is_attention(layer):
                 sa = layer.self_attention
-                q, kk, v = self._qkv(sa.linear_qkv, sa, layer.input_layernorm(x), q_desc.pos)
+                q, kk, v = self._qkv(sa.linear_qkv, sa, _norm(layer.input_layernorm, x), q_desc.pos)
                 wk, wv = st.window_kv[i].append(kk, v)
                 mem = st.memory[i]
                 w_desc = ordinary_tokens(a - st.window_kv[i].length + c, a + c, st.k, st.window, dev)
@@ -351,7 +357,7 @@ class NemoFocusModel(FrozenBaseAdapter):
                 mask = visible(q_desc, k_desc, self.config.scope)
                 x = _add(sa.linear_proj(self._merge(_attend(q, ks, vs, mask))), x)
             else:
-                out, st.hyena[i] = self._hyena_chunk(layer, layer.norm(x), st.hyena[i])
+                out, st.hyena[i] = self._hyena_chunk(layer, _norm(layer.norm, x), st.hyena[i])
                 x = _add(out, x)
             x = self._mlp_residual(layer, x)
         st.offset += c
@@ -370,7 +376,7 @@ class NemoFocusModel(FrozenBaseAdapter):
             i = self._global_index(layer)
             if _is_attention(layer):
                 sa, fp, mem, win = layer.self_attention, self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
-                fq, fk, fv = self._qkv(fp.linear_qkv, sa, layer.input_layernorm(f), f_desc.pos)
+                fq, fk, fv = self._qkv(fp.linear_qkv, sa, _norm(layer.input_layernorm, f), f_desc.pos)
                 parts_k = [mem.k[:, :, : mem.length]] if mem.length else []
                 parts_v = [mem.v[:, :, : mem.length]] if mem.length else []
                 ks = torch.cat([*parts_k, win.k[:, :, : win.length], fk], 2)

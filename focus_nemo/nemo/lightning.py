@@ -383,7 +383,7 @@ class AdapterCheckpoint(pl.Callback):
         self.run = Path(cfg.run_dir)
         self.start = int(record["step"]) if record else 0
         self.lr_at = lambda step: _lr(cfg, step)
-        self.log = None
+        self.history = None
 
     def step(self, trainer) -> int:
         return self.start + trainer.global_step
@@ -394,11 +394,11 @@ class AdapterCheckpoint(pl.Callback):
         if self.record:
             load_checkpoint(pl_module.focus_model(), trainer.optimizers[0], self.run, self.record, self.evo2)
         if torch.distributed.get_rank() == 0:
-            self.log = _open_train_log(self.run, self.start)
+            self.history = _open_train_log(self.run, self.start)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if self.log is not None:
-            self.log.close()
+        if self.history is not None:
+            self.history.close()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         lr = self.lr_at(self.step(trainer))
@@ -409,12 +409,12 @@ class AdapterCheckpoint(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = self.step(trainer)  # global_step already counts this step
         terms = pl_module.last_terms
-        if self.log is not None and terms is not None:
+        if self.history is not None and terms is not None:
             rec = {"step": step - 1, "k": int(batch["k"][0]), "lr": self.lr_at(step - 1), "loss": float(terms[0]),
                    "ce": float(terms[1])}
             if pl_module.focus_model().config.distill_weight > 0:
                 rec["kl"] = float(terms[2])
-            self.log.write(json.dumps(rec) + "\n")
+            self.history.write(json.dumps(rec) + "\n")
         if (self.cfg.save_every and step % self.cfg.save_every == 0) or step == self.cfg.trainer.max_steps:
             save_checkpoint(pl_module.focus_model(), trainer.optimizers[0], step, self.run, self.cfg, self.evo2)
 
