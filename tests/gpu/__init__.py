@@ -1,0 +1,1 @@
+"""CUDA tests (pytest -m gpu tests/gpu). A package, so that its conftest.py does not replace tests/conftest.py."""
