@@ -481,11 +481,16 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
         fp16=dtype == torch.float16, params_dtype=dtype))
     optim.connect(model)
     callbacks = [AdapterCheckpoint(cfg, evo2, record)]
-    plugins = nl.MegatronMixedPrecision(precision=t.precision) if t.precision != "32" else None
+    plugins = [nl.MegatronMixedPrecision(precision=t.precision)] if t.precision != "32" else []
+    if "SLURM_NTASKS" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        # Requeueing is the batch script's job (recipes/slurm/); resuming reads <run_dir>/checkpoint.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = nl.Trainer(
         accelerator="gpu" if gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         max_steps=t.max_steps - start, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, callbacks=callbacks, plugins=plugins, log_every_n_steps=cfg.log_every,
+        enable_checkpointing=False, callbacks=callbacks, plugins=plugins or None, log_every_n_steps=cfg.log_every,
         use_distributed_sampler=False, enable_progress_bar=True)
     if start < t.max_steps:
         trainer.fit(model, datamodule=data)

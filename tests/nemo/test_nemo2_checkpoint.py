@@ -1,11 +1,12 @@
 """A NeMo 2 checkpoint written by NeMo's own trainer machinery reads back into Evo2Model exactly.
 
 The worker (this file run as a script, in a fresh process because Megatron's parallel state is
-per process) builds NeMo's Lightning `HyenaModel` for the tiny Evo-2 shape, gives its filters
-non-trivial values, and saves it the way NeMo's checkpoint importers do (`nemo.lightning`
-`Trainer` + `MegatronStrategy`, `torch_dist` weights, then the `context/` dump). The test reads the
-directory with `read_nemo2` only (no NeMo import) and compares logits. The key-mapping tests at
-the end need no NeMo.
+per process) writes the tiny Evo-2 shape with `focus_nemo.nemo.convert.save_nemo2`, which saves
+NeMo's Lightning `HyenaModel` the way NeMo's checkpoint importers do (`nemo.lightning` `Trainer` +
+`MegatronStrategy`, `torch_dist` weights, then the `context/` dump); before the save the worker
+gives the filters non-trivial values in NeMo's own parametrisation and records NeMo's logits.
+The test reads the directory with `read_nemo2` only (no NeMo import) and compares logits. The
+key-mapping tests at the end need no NeMo.
 """
 
 from __future__ import annotations
@@ -27,38 +28,23 @@ CONFIG = dict(short_conv_bias=True, rotary_scaling=2.0)  # the tiny shape, plus 
 
 
 def _save_checkpoint(cfg: Evo2Config, ckpt_dir: Path, logits_file: Path) -> None:
-    """Write `ckpt_dir` with NeMo's trainer machinery (the steps of ModelConnector.nemo_setup/nemo_save)."""
-    from focus_nemo.nemo import build, cpu_shims
-
-    cpu_shims.apply()
-    from lightning.pytorch.trainer.states import TrainerFn
-    from nemo import lightning as nl
-    from nemo.collections.common.tokenizers.bytelevel_tokenizers import ByteLevelTokenizer
-    from nemo.collections.llm.gpt.model.hyena import HyenaModel
-    from nemo.lightning.ckpt_utils import ckpt_to_context_subdir
-    from nemo.lightning.io.pl import TrainerContext
+    """Write `ckpt_dir` with `save_nemo2`, the filters set in NeMo's parametrisation; save NeMo's logits."""
     from test_parity import acgt_tokens, nontrivial_filters_
 
-    model = HyenaModel(build.hyena_config_from_evo2(cfg, seq_length=4096), tokenizer=ByteLevelTokenizer())
-    trainer = nl.Trainer(
-        devices=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-        strategy=nl.MegatronStrategy(ckpt_save_optimizer=False, always_save_context=True, ckpt_async_save=False),
-    )
-    trainer.state.fn = TrainerFn.FITTING  # NeMo's importers save from the fitting state
-    trainer.strategy.connect(model)
-    trainer.strategy.setup_environment()
-    with trainer.init_module():
-        model.configure_model()
-    nontrivial_filters_(model.module)
-    trainer.strategy._setup_optimizers = False
-    trainer.strategy._init_model_parallel = False
-    trainer.strategy.setup(trainer)
-    trainer.save_checkpoint(ckpt_dir)
-    TrainerContext.from_trainer(trainer).io_dump(ckpt_to_context_subdir(ckpt_dir), yaml_attrs=["model"])
+    from focus_nemo.nemo import build
+    from focus_nemo.nemo.convert import save_nemo2
 
+    torch.manual_seed(1)
     tokens = acgt_tokens(2, SEQ_LEN, seed=1)
-    logits = build.forward_logits(model.module, tokens, cfg.vocab_size)
-    torch.save({"tokens": tokens, "logits": logits}, logits_file)
+
+    def prepare(megatron_model) -> None:
+        # Filters with NeMo's medium-filter decay buffer and random long-filter p (not the p = 0,
+        # decay = 1 form that Evo2 weights convert to), large enough to matter at the tolerance.
+        nontrivial_filters_(megatron_model)
+        logits = build.forward_logits(megatron_model, tokens, cfg.vocab_size)
+        torch.save({"tokens": tokens, "logits": logits}, logits_file)
+
+    save_nemo2(Evo2Model(cfg).state_dict(), cfg, ckpt_dir, seq_length=4096, prepare=prepare)
 
 
 def _main() -> None:
