@@ -448,6 +448,10 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
         cpu_shims.apply()
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:
+        from dataclasses import asdict
+
+        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     evo2, base_ckpt = _base_source(cfg.model)
     dtype = {"32": torch.float32, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[t.precision]
     mcfg = FocusHyenaConfig.from_evo2(

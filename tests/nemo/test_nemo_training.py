@@ -111,8 +111,9 @@ def first_batch_loss(base_dir: Path, cfg, step: int = 0) -> float:
     from focus_nemo.train import ratio_for_step, resolve_fasta
 
     genome = open_genome(resolve_fasta(cfg.data.train_fasta))
-    sampler = WindowSampler(genome, list(genome.names), cfg.data.sample_len + 1, seed=cfg.seed,
-                            rc_prob=cfg.data.rc_prob, max_n_fraction=cfg.data.max_n_fraction)
+    regions = cfg.data.train_regions or list(genome.names)
+    sampler = WindowSampler(genome, regions, cfg.data.sample_len + 1, seed=cfg.seed, rc_prob=cfg.data.rc_prob,
+                            max_n_fraction=cfg.data.max_n_fraction)
     gbs = cfg.trainer.batch_size
     raw = torch.stack([torch.from_numpy(sampler.sample(step * gbs + i).seq.astype(np.int64)) for i in range(gbs)])
     fm = FocusModel(load_evo2(base_dir), cfg.focus)
