@@ -30,6 +30,17 @@ fingerprints, k, W, scope, dtype, formats): a difference is an error, never a mi
 one directory. Chunk size and device are recorded but not compared (they change no score beyond float
 rounding).
 
+Tensor parallel: with `torch.distributed` initialised and a model whose every rank holds a shard
+(`focus_nemo.nemo.focus_model.NemoFocusModel`, loaded by `focus_nemo.nemo.scoring`), every rank calls
+`score_fasta` with the same arguments and streams the same records; rank 0 alone touches the output
+directory (lock, manifest, resume decisions, output files, progress bar) and broadcasts which records
+to score, so every rank makes the same model calls. The weight fingerprints are taken over full
+tensors (the checkpoint's Evo-2 state dict and the gathered adapter), so the settings of a
+tensor-parallel run equal those of a single-device run of the same weights and either may resume the
+other's directory; the tensor-parallel size is recorded with the device, not compared. An error on
+rank 0 while preparing the directory is raised on every rank; a failure during scoring ends that
+rank's process, and ``torchrun`` then stops the others.
+
 `score_variants` scores REF -> ALT changes: ``delta_ll = ll_alt - ll_ref``, where ``ll_ref`` is the sum of
 the scores of every scored position of the reference window ``[start - flank, end + flank)`` (clipped at
 the record's ends; ``end = start + len(REF)``) and ``ll_alt`` the same sum over the window with REF
@@ -121,14 +132,25 @@ def tensor_fingerprint(named: Iterable[tuple[str, torch.Tensor]], samples: int =
 
 
 def model_settings(fm, k: int, window: int) -> dict:
-    """What decides the scores: weight fingerprints of base and adapter, k, W, scope, dtype."""
+    """What decides the scores: weight fingerprints of base and adapter, k, W, scope, dtype.
+
+    A model may carry its base fingerprint as ``fm.base_fingerprint`` (a tensor-parallel model, whose
+    base parameters are shards, carries that of the full checkpoint: see `focus_nemo.nemo.scoring`);
+    otherwise the base's state dict is fingerprinted. Adapter tensors come from ``fm.focus_state_dict()``
+    when the model has it (full tensors gathered over tensor-parallel ranks: collective, call it on
+    every rank), else from ``fm.focus_parameters()``.
+    """
     check_k_window(k, window)
     p = next(fm.parameters())
+    base_fp = getattr(fm, "base_fingerprint", None)
+    if base_fp is None:
+        base_fp = tensor_fingerprint(sorted(fm.base.state_dict().items()))
+    adapter = fm.focus_state_dict() if hasattr(fm, "focus_state_dict") else fm.focus_parameters()
     return {
         "score": SCORE_DEFINITION,
         "units": UNITS,
-        "model_fingerprint": tensor_fingerprint(sorted(fm.base.state_dict().items())),
-        "adapter_fingerprint": tensor_fingerprint(sorted(fm.focus_parameters().items())),
+        "model_fingerprint": base_fp,
+        "adapter_fingerprint": tensor_fingerprint(sorted(adapter.items())),
         "k": k,
         "window": window,
         "scope": fm.config.scope,
@@ -144,14 +166,25 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
     copied from the base) they default to `FocusConfig`'s. A k the adapter was not trained with is
     allowed (the ratio is a run-time choice) but logged.
     """
-    from focus_nemo.focus import FocusConfig
     from focus_nemo.inference import load_focus_model
 
-    focus = None
-    if adapter is None:
-        default = FocusConfig()
-        focus = FocusConfig(k=default.k if k is None else k, window=default.window if window is None else window)
+    focus = untrained_focus_config(k, window) if adapter is None else None
     fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus)
+    k, window = scoring_ratio(fm, adapter, k, window)
+    return fm, k, window
+
+
+def untrained_focus_config(k: int | None, window: int | None):
+    """The FocusConfig of an untrained adapter: `FocusConfig`'s defaults where k or W is not given."""
+    from focus_nemo.focus import FocusConfig
+
+    default = FocusConfig()
+    return FocusConfig(k=default.k if k is None else k, window=default.window if window is None else window)
+
+
+def scoring_ratio(fm, adapter: str | None, k: int | None, window: int | None) -> tuple[int, int]:
+    """(k, W) to stream with: the given values, else the model's; warns when an adapter was not trained
+    with them."""
     k = fm.config.k if k is None else k
     window = fm.config.window if window is None else window
     check_k_window(k, window)
@@ -159,7 +192,7 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
     if adapter is not None and (k not in trained or window != fm.config.window):
         logger.warning("adapter %s was trained with k in %s, W=%d; scoring with k=%d, W=%d",
                        adapter, sorted(trained), fm.config.window, k, window)
-    return fm, k, window
+    return k, window
 
 
 class LoglikStream:
@@ -462,23 +495,44 @@ def _progress(enabled: bool, unit: str = "bases"):
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
 
 
+def _rank_world() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, or (0, 1) when it is not initialised."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _from_rank0(obj, world: int):
+    """Rank 0's `obj` on every rank (collective when world > 1)."""
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str] | None = None,
                 k: int | None = None, window: int | None = None, formats: str | Sequence[str] = "npz",
                 chunk_size: int = DEFAULT_CHUNK, read_size: int = DEFAULT_READ, resume: bool = False,
                 progress: bool = True, info: dict | None = None) -> ScoreRun:
     """Score every base of the records of a FASTA file by streaming them through FOCUS.
 
+    Under an initialised `torch.distributed` every rank must call this with the same arguments and its
+    shard of one tensor-parallel model; rank 0 writes (see the module docstring), the others compute
+    and discard, and their `ScoreRun` has the same ``scored`` and ``skipped`` lists but no summary.
+
     Args:
         fasta: a path (plain, gzip or bgzip FASTA; see `focus_nemo.data.open_genome`) or an open Genome.
         out_dir: output directory (contents in the module docstring).
-        fm: a FocusModel (see `load_scoring_model`).
+        fm: a FocusModel (see `load_scoring_model`) or, tensor parallel, a NemoFocusModel.
         records: record names or ``chr`` aliases to score, in this order; None: every non-empty record.
         k, window: FOCUS ratio and window (default: the model's FocusConfig).
         formats: ``npz``, ``bedgraph``, ``both`` or a list.
         chunk_size: bases per model call. read_size: bases per FASTA read.
         resume: continue in a directory of an earlier run with the same settings, skipping its finished
             records; without it the directory must not exist or be empty.
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0 only).
         info: extra entries recorded in the manifest (not compared on resume), e.g. checkpoint paths.
 
     Raises:
@@ -486,13 +540,14 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     """
     from focus_nemo.data import open_genome
 
+    rank, world = _rank_world()
     genome = open_genome(fasta) if isinstance(fasta, (str, os.PathLike)) else fasta
     k = fm.config.k if k is None else k
     window = fm.config.window if window is None else window
     if read_size < 1:
         raise ValueError(f"read_size: must be >= 1, got {read_size}")
     formats = parse_formats(formats)
-    settings = {**model_settings(fm, k, window), "formats": list(formats)}
+    settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
     names = genome.records(records)
     stems: dict[str, str] = {}
     for name in names:
@@ -501,49 +556,91 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             raise ScoringError(f"records {stems[stem]!r} and {name!r} map to the same output file name {stem!r}")
         stems[stem] = name
     out = Path(out_dir)
+    run = ScoreRun(out)
+    with contextlib.ExitStack() as stack:
+        manifest: dict = {}
+        if rank == 0:
+            try:
+                manifest, todo = _open_run(stack, out, settings, resume, names, stems, formats, genome, read_size,
+                                           run)
+                manifest["info"] = {**manifest.get("info", {}), **(info or {}), "chunk_size": chunk_size,
+                                    "device": str(next(fm.parameters()).device)}
+                if world > 1 or "tensor_parallel" in manifest["info"]:
+                    manifest["info"]["tensor_parallel"] = world
+                plan = ("ok", todo, run.skipped)
+            except Exception as e:
+                _from_rank0(("error", f"{type(e).__name__}: {e}"), world)
+                raise
+            _from_rank0(plan, world)
+        else:
+            plan = _from_rank0(None, world)
+            if plan[0] == "error":
+                raise ScoringError(f"rank 0 could not start scoring: {plan[1]}")
+            todo, run.skipped = plan[1], list(plan[2])
+        with _progress(progress and rank == 0) as bar:
+            task = bar.add_task("scoring", total=sum(genome.length(n) for n in todo))
+            for name in todo:
+                bar.update(task, description=name)
+                advance = lambda n: bar.advance(task, n)  # noqa: E731
+                if rank != 0:
+                    for _ in _record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
+                        pass
+                    run.scored.append(name)
+                    continue
+                entry = _score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance)
+                manifest["records"][name] = entry
+                _write_manifest(out, manifest)
+                _write_summary(out, manifest)
+                run.scored.append(name)
+        if rank == 0:
+            _write_manifest(out, manifest)
+            run.summary = _write_summary(out, manifest)
+    return run
+
+
+def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bool, names: list[str],
+              stems: dict[str, str], formats: Sequence[str], genome, read_size: int, run: ScoreRun
+              ) -> tuple[dict, list[str]]:
+    """Create or reopen and lock (until `stack` closes) the output directory; returns its manifest and
+    the records still to score (finished ones are added to ``run.skipped``)."""
     if out.exists() and not out.is_dir():
         raise ScoringError(f"{out}: output path exists and is not a directory")
     if not resume and out.is_dir() and any(out.iterdir()):
         raise ScoringError(f"{out}: output directory exists and is not empty; pass resume=True (--resume) "
                            f"to continue a run there, or choose a new directory")
     out.mkdir(parents=True, exist_ok=True)
-    run = ScoreRun(out)
-    with _locked(out):
-        manifest = _prepare_out_dir(out, settings, resume)
-        for other, entry in manifest["records"].items():
-            if other != stems.get(entry["stem"], other):
-                raise ScoringError(f"{out}: record {stems[entry['stem']]!r} would overwrite the outputs of "
-                                   f"record {other!r} (both map to the file name {entry['stem']!r})")
-        if resume:
-            for leftover in (p for p in out.iterdir() if _TMP.match(p.name)):
-                logger.info("%s: removing %s left by an interrupted run", out, leftover.name)
-                leftover.unlink()
-        manifest["info"] = {**manifest.get("info", {}), **(info or {}), "chunk_size": chunk_size,
-                            "device": str(next(fm.parameters()).device)}
-        todo = []
-        for name in names:
-            entry = manifest["records"].get(name)
-            if entry is not None and _finished(out, entry, formats, genome, name, read_size):
-                run.skipped.append(name)
-            else:
-                manifest["records"].pop(name, None)
-                todo.append(name)
-        if run.skipped:
-            logger.info("%s: %d record(s) already finished, skipped: %s", out, len(run.skipped),
-                        ", ".join(run.skipped))
-        with _progress(progress) as bar:
-            task = bar.add_task("scoring", total=sum(genome.length(n) for n in todo))
-            for name in todo:
-                bar.update(task, description=name)
-                entry = _score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size,
-                                      lambda n: bar.advance(task, n))
-                manifest["records"][name] = entry
-                _write_manifest(out, manifest)
-                _write_summary(out, manifest)
-                run.scored.append(name)
-        _write_manifest(out, manifest)
-        run.summary = _write_summary(out, manifest)
-    return run
+    stack.enter_context(_locked(out))
+    manifest = _prepare_out_dir(out, settings, resume)
+    for other, entry in manifest["records"].items():
+        if other != stems.get(entry["stem"], other):
+            raise ScoringError(f"{out}: record {stems[entry['stem']]!r} would overwrite the outputs of "
+                               f"record {other!r} (both map to the file name {entry['stem']!r})")
+    if resume:
+        for leftover in (p for p in out.iterdir() if _TMP.match(p.name)):
+            logger.info("%s: removing %s left by an interrupted run", out, leftover.name)
+            leftover.unlink()
+    todo = []
+    for name in names:
+        entry = manifest["records"].get(name)
+        if entry is not None and _finished(out, entry, formats, genome, name, read_size):
+            run.skipped.append(name)
+        else:
+            manifest["records"].pop(name, None)
+            todo.append(name)
+    if run.skipped:
+        logger.info("%s: %d record(s) already finished, skipped: %s", out, len(run.skipped),
+                    ", ".join(run.skipped))
+    return manifest, todo
+
+
+def _record_scores(genome, name: str, fm, k: int, window: int, chunk_size: int, read_size: int,
+                   advance: Callable[[int], None]):
+    """(start, bases, scores) of each read of record `name`, streamed from its first base."""
+    n = genome.length(name)
+    stream = LoglikStream(fm, k, window, chunk_size)
+    for s in range(0, n, read_size):
+        raw = genome.fetch(name, s, min(n, s + read_size))
+        yield s, raw, stream.feed(raw, advance)
 
 
 def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats: Sequence[str],
@@ -561,17 +658,14 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
                 writers["npz"] = _NpzWriter(tmps["npz"], n)
             if "bedgraph" in tmps:
                 writers["bedgraph"] = _BedGraphWriter(tmps["bedgraph"], name)
-            stream = LoglikStream(fm, k, window, chunk_size)
             seq_hash = hashlib.sha256()
             counts = dict.fromkeys(("scored", "n_bases", "iupac_bases", "soft_masked", "soft_masked_scored"), 0)
             total = 0.0
             first_acgt = False
-            for s in range(0, n, read_size):
-                raw = genome.fetch(name, s, min(n, s + read_size))
+            for s, raw, ll in _record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
                 seq_hash.update(raw.tobytes())
                 if s == 0:
                     first_acgt = bool(_IS_ACGT[_UPPER[raw[0]]])
-                ll = stream.feed(raw, advance)
                 ok = ~np.isnan(ll)
                 lower = _IS_LOWER[raw]
                 up = _UPPER[raw]
@@ -907,5 +1001,5 @@ __all__ = [
     "FORMATS", "LoglikStream", "SCORE_DEFINITION", "SUMMARY_COLUMNS", "ScoreRun", "ScoringError", "UNITS",
     "VARIANT_COLUMNS", "Variant", "VariantScore", "load_scores", "load_scoring_model", "model_settings",
     "parse_formats", "read_tsv", "read_variants", "safe_stem", "score_fasta", "score_variant", "score_variants",
-    "sequence_loglik", "tensor_fingerprint", "variant_windows",
+    "scoring_ratio", "sequence_loglik", "tensor_fingerprint", "untrained_focus_config", "variant_windows",
 ]

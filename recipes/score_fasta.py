@@ -4,13 +4,22 @@ Usage:
     python recipes/score_fasta.py --fasta hg38.fa.gz --records chr20 chr21 --out scores/ --format both
     python recipes/score_fasta.py --fasta hg38.fa.gz --records chr20 chr21 --out scores/ --format both --resume
     python recipes/score_fasta.py --fasta x.fa --checkpoint random:tiny --adapter none --k 4 --window 16 --out s/
+    torchrun --standalone --nproc_per_node 2 recipes/score_fasta.py --fasta hg38.fa.gz --checkpoint evo2_7b/ \
+        --adapter adapter/ --out scores/ --tensor-parallel 2
 
 Writes ``<record>.npz`` and/or ``<record>.bedgraph.gz`` (log p(base | preceding bases), nats), ``summary.tsv``
 and ``manifest.json`` into --out; the formats and resume rules are described in `focus_nemo.scoring`.
+
+With --tensor-parallel N (needs the NeMo extra; start N processes with torchrun) every rank builds NeMo's
+Megatron base with its shards, loads the base weights and the adapter, and streams the same records; rank 0
+writes the outputs and shows the progress. Each rank runs on its own GPU (LOCAL_RANK) when CUDA is available,
+else on the CPU (--device must agree). The manifest's settings equal those of a single-device run of the
+same weights, so either can resume the other's directory; the TP size is recorded beside the device.
 """
 
 import argparse
 import logging
+import os
 
 import torch
 
@@ -28,12 +37,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available; with --tensor-parallel "
+                                    "each rank's own GPU, or the CPU without CUDA)")
+    p.add_argument("--tensor-parallel", type=int, metavar="N",
+                   help="split the model over N processes (run under torchrun --nproc_per_node N)")
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--threads", type=int, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
+
+
+def _tp_device(requested: str | None) -> None:
+    """Check --device against the device tensor-parallel ranks use (their own GPU, or the CPU)."""
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested is not None and torch.device(requested).type != want:
+        raise ValueError(f"--device {requested}: with --tensor-parallel each rank runs on "
+                         f"{'its own GPU (LOCAL_RANK)' if want == 'cuda' else 'the CPU (no CUDA here)'}")
 
 
 def main(argv=None) -> None:
@@ -42,13 +62,36 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     adapter = None if args.adapter.lower() == "none" else args.adapter
+    info = {"fasta": args.fasta, "checkpoint": args.checkpoint, "adapter": args.adapter}
+    rank = 0
     try:
-        fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, args.device)
+        if args.tensor_parallel is None:
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, device)
+        else:
+            from focus_nemo.nemo.scoring import check_world_size, load_tp_scoring_model
+
+            check_world_size(args.tensor_parallel)  # before the slow NeMo imports
+            rank = int(os.environ.get("RANK", "0"))
+            if rank:
+                logging.getLogger().setLevel(logging.WARNING)
+            _tp_device(args.device)
+            fm, k, window = load_tp_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype,
+                                                  tensor_parallel=args.tensor_parallel)
         run = score_fasta(args.fasta, args.out, fm, records=args.records, k=k, window=window, formats=args.format,
-                          chunk_size=args.chunk_size, resume=args.resume, progress=not args.no_progress,
-                          info={"fasta": args.fasta, "checkpoint": args.checkpoint, "adapter": args.adapter})
+                          chunk_size=args.chunk_size, resume=args.resume,
+                          progress=not args.no_progress and rank == 0, info=info)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, record or field
+        if rank:
+            raise SystemExit(1) from None
         raise SystemExit(f"error: {e}") from None
+    finally:
+        if args.tensor_parallel is not None and torch.distributed.is_initialized():
+            from focus_nemo.nemo.scoring import teardown
+
+            teardown()
+    if rank:
+        return
     for row in run.summary:
         print(f"{row['record']}\t{row['length']:,} bases\t{row['scored']:,} scored\t"
               f"{row['bits_per_base'] or float('nan'):.4f} bits/base\t{row['bases_per_s'] or 0:,.0f} bases/s")

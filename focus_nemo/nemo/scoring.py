@@ -1,0 +1,168 @@
+"""Tensor-parallel FOCUS model for whole-record scoring (`focus_nemo.scoring.score_fasta`).
+
+Run under ``torchrun --nproc_per_node N``: every rank builds NeMo's Megatron Hyena base with its TP shards
+(TP = N = world size), loads the base weights from the checkpoint (any format `focus_nemo.evo2.checkpoint`
+reads, NeMo 2 directories included), wraps it in `NemoFocusModel` and loads the adapter. The model
+streams like `FocusModel` (`init_state`, `forward_chunk`), its logits gathered over the ranks.
+
+Fingerprints: the returned model carries ``base_fingerprint``, `focus_nemo.scoring.tensor_fingerprint`
+of the checkpoint's Evo-2 state dict (in `Evo2Model` names, floating tensors cast to the scoring dtype:
+exactly the state dict of the single-device model `focus_nemo.scoring.load_scoring_model` builds from
+the same checkpoint), computed on rank 0 and broadcast. With the adapter fingerprint taken over the
+gathered full tensors, the scoring settings of a TP run equal those of a single-device run.
+
+This module imports without NeMo; Megatron and NeMo are imported when a model is loaded.
+
+Usage (on every rank)::
+
+    check_world_size(2)
+    fm, k, window = load_tp_scoring_model("ckpt/", adapter="adapter/")
+    score_fasta("x.fa", "scores/", fm, k=k, window=window)   # rank 0 writes
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from focus_nemo.scoring import ScoringError
+
+logger = logging.getLogger(__name__)
+
+RANDOM_SEED = 0  # seed of `random:<preset>` base weights, the same on every rank
+
+
+def world_size_from_env() -> int:
+    """The torchrun world size (``WORLD_SIZE``; 1 when the process was not started by torchrun)."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        return int(text)
+    except ValueError:
+        raise ScoringError(f"WORLD_SIZE={text!r} is not an integer") from None
+
+
+def check_world_size(tensor_parallel: int) -> None:
+    """Raise ScoringError unless this process is one of exactly `tensor_parallel` torchrun ranks."""
+    if tensor_parallel < 1:
+        raise ScoringError(f"--tensor-parallel: must be >= 1, got {tensor_parallel}")
+    world = world_size_from_env()
+    if world != tensor_parallel:
+        how = ("this process was not started by torchrun (WORLD_SIZE is not set)" if "WORLD_SIZE" not in os.environ
+               else f"torchrun started {world} process(es) (WORLD_SIZE={world})")
+        raise ScoringError(f"--tensor-parallel {tensor_parallel} needs exactly {tensor_parallel} processes, but "
+                           f"{how}; run: torchrun --nproc_per_node {tensor_parallel} recipes/score_fasta.py ... "
+                           f"--tensor-parallel {tensor_parallel}")
+
+
+def read_base(checkpoint: str):
+    """(Evo2Model-layout state dict, Evo2Config) of ``embedded``, ``random:<preset>`` or a checkpoint path."""
+    from focus_nemo.evo2 import Evo2Config, Evo2Model, embedded_model_dir
+    from focus_nemo.evo2.checkpoint import read_checkpoint
+
+    if checkpoint == "random" or checkpoint.startswith("random:"):
+        name = checkpoint.split(":", 1)[1] if ":" in checkpoint else "tiny"
+        cfg = Evo2Config.preset(name)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            state = Evo2Model(cfg).state_dict()
+        return state, cfg
+    path = embedded_model_dir() if checkpoint == "embedded" else Path(checkpoint)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model.checkpoint: {checkpoint} does not exist")
+    state, cfg, _ = read_checkpoint(path)
+    return state, cfg
+
+
+def base_fingerprint(state: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
+    """Fingerprint of an Evo-2 state dict as a model cast to `dtype` holds it (floating tensors cast)."""
+    from focus_nemo.scoring import tensor_fingerprint
+
+    return tensor_fingerprint((n, t.to(dtype) if t.is_floating_point() else t) for n, t in sorted(state.items()))
+
+
+def _broadcast(obj):
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
+                          window: int | None = None, dtype: str = "float32", tensor_parallel: int | None = None):
+    """A `NemoFocusModel` holding this rank's shards, and the (k, W) to stream with (collective).
+
+    Args:
+        checkpoint: ``embedded``, ``random:<preset>`` (weights from seed `RANDOM_SEED`) or a base checkpoint path.
+        adapter: ``embedded``, an adapter directory, or None (untrained: Focus projections copied from the base,
+            with `FocusConfig`'s k and W unless given).
+        k, window: as in `focus_nemo.scoring.load_scoring_model`.
+        dtype: weight dtype (float32, bfloat16, float16).
+        tensor_parallel: expected TP size (checked against WORLD_SIZE); None takes the world size.
+
+    Returns:
+        (model, k, window); the model is on this rank's GPU (``LOCAL_RANK``) when CUDA is available, else on
+        the CPU, and carries ``base_fingerprint`` (see the module docstring).
+    """
+    from focus_nemo.inference import embedded_adapter_dir, parse_dtype
+    from focus_nemo.scoring import scoring_ratio, untrained_focus_config
+
+    if tensor_parallel is not None:
+        check_world_size(tensor_parallel)
+    dt = parse_dtype(dtype)
+    if adapter is not None and adapter != "embedded" and not Path(adapter).is_dir():
+        raise FileNotFoundError(f"adapter: {adapter} is not a directory")
+
+    from focus_nemo.focus import FocusConfig
+    from focus_nemo.nemo import build
+    from focus_nemo.nemo.focus_model import NemoFocusModel
+
+    tp = build.init_model_parallel()
+    if tensor_parallel is not None and tp != tensor_parallel:
+        raise ScoringError(f"--tensor-parallel {tensor_parallel}: Megatron was initialised with TP={tp}")
+    rank = torch.distributed.get_rank()
+    try:
+        state, cfg = read_base(checkpoint)
+        build.check_nemo_compatible(cfg)
+        error = None
+    except (ValueError, FileNotFoundError) as e:
+        state, cfg, error = None, None, e
+    # Every rank reads the same files; agree on failure so that no rank waits for the others.
+    failed = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(failed, None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if any(failed):
+        raise ScoringError(f"another rank could not read the base checkpoint: {next(f for f in failed if f)}")
+    fingerprint = _broadcast(base_fingerprint(state, dt) if rank == 0 else None)
+
+    mcore = build.build_hyena_model(cfg, params_dtype=dt)
+    if torch.cuda.is_available():
+        mcore = mcore.cuda()
+    build.load_evo2_weights(mcore, state, cfg)
+    del state
+    mcore = mcore.to(dt)
+    focus = untrained_focus_config(k, window) if adapter is None else FocusConfig()
+    fm = NemoFocusModel(mcore, focus, vocab_size=cfg.vocab_size)
+    if adapter is not None:
+        fm.load_adapter(embedded_adapter_dir() if adapter == "embedded" else adapter, cfg)
+    fm.base_fingerprint = fingerprint
+    fm.evo2_config = cfg
+    fm.eval()
+    k, window = scoring_ratio(fm, adapter, k, window)
+    if rank == 0:
+        logger.info("tensor-parallel scoring model: %s base, TP=%d, k=%d, W=%d, %s", cfg.name, tp, k, window,
+                    str(dt).removeprefix("torch."))
+    return fm, k, window
+
+
+def teardown() -> None:
+    """Release Megatron's parallel state and the process group."""
+    from focus_nemo.nemo import build
+
+    build.teardown()
+
+
+__all__ = ["RANDOM_SEED", "base_fingerprint", "check_world_size", "load_tp_scoring_model", "read_base", "teardown",
+           "world_size_from_env"]
