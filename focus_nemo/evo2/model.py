@@ -25,7 +25,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from focus_nemo.evo2.config import Evo2Config
-from focus_nemo.evo2.ops import apply_rotary, attend_past_and_chunk, causal_fir, modal_iir, rotary_cos_sin
+from focus_nemo.evo2.ops import (
+    apply_rotary,
+    attend_past_and_chunk,
+    causal_fir,
+    modal_iir,
+    rotary_cos_sin,
+    sliding_window_attention,
+)
 
 
 class RMSNorm(nn.Module):
@@ -250,9 +257,14 @@ class Attention(nn.Module):
         B, H, L, hd = o.shape
         return o.transpose(1, 2).reshape(B, L, H * hd)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache | None = None,
+                span: int | None = None) -> torch.Tensor:
         q, k, v = self.qkv(x, positions)
-        if cache is None:
+        if span is not None:
+            if cache is not None:
+                raise ValueError("Attention: span (sliding-window attention) applies to the full forward only")
+            o = sliding_window_attention(q, k, v, span)
+        elif cache is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             past = cache.length
@@ -282,9 +294,9 @@ class Evo2Block(nn.Module):
     def mlp_residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(self.post_norm(x))
 
-    def forward(self, x, positions, state=None, need_state=False):
+    def forward(self, x, positions, state=None, need_state=False, span=None):
         if self.is_attention:
-            x = x + self.attn(self.pre_norm(x), positions, state)
+            x = x + self.attn(self.pre_norm(x), positions, state, span)
             return self.mlp_residual(x), state
         y, new_state = self.mixer(self.pre_norm(x), state, need_state)
         return self.mlp_residual(x + y), new_state
@@ -356,12 +368,17 @@ class Evo2Model(nn.Module):
         """Final norm + tied unembedding."""
         return F.linear(self.final_norm(x), self.embedding.weight)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Full-sequence (parallel) forward: tokens [B, L] -> logits [B, L, vocab]."""
+    def forward(self, tokens: torch.Tensor, attention_span: int | None = None) -> torch.Tensor:
+        """Full-sequence (parallel) forward: tokens [B, L] -> logits [B, L, vocab].
+
+        `attention_span` (default None: full causal attention) restricts every attention query to the
+        `attention_span` most recent positions, itself included (sliding-window attention; Hyena
+        blocks still read the whole sequence).
+        """
         x = self.embed(tokens)
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         for block in self.blocks:
-            x, _ = block(x, positions)
+            x, _ = block(x, positions, span=attention_span)
         return self.head(x)
 
     # ------------------------------------------------------------------ streaming

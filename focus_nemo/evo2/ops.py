@@ -214,3 +214,29 @@ def attend_past_and_chunk(q: torch.Tensor, k_past: torch.Tensor | None, v_past: 
     w1 = torch.exp(lse1 - lse).unsqueeze(-1)
     w2 = torch.exp(lse2 - lse).unsqueeze(-1)
     return (o1.float() * w1 + o2.float() * w2).to(q.dtype)
+
+
+def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int,
+                             block: int = 1024) -> torch.Tensor:
+    """Causal attention in which query t sees only keys t - span + 1 .. t (a banded causal mask).
+
+    Queries run in blocks of `block`; each block attends to the key slice its band can reach, so
+    memory is O(block * (span + block)) per head. With ``span >= L`` this is ordinary causal attention.
+
+    Args:
+        q, k, v: [B, H, L, hd] for the same L positions.
+        span: keys each query may see, itself included (>= 1).
+        block: queries per step.
+    """
+    if span < 1:
+        raise ValueError(f"sliding_window_attention: span must be >= 1, got {span}")
+    L = q.shape[2]
+    outs = []
+    for s in range(0, L, block):
+        e = min(L, s + block)
+        lo = max(0, s - span + 1)
+        rows = torch.arange(s, e, device=q.device)[:, None]
+        cols = torch.arange(lo, e, device=q.device)[None, :]
+        band = (cols <= rows) & (cols > rows - span)
+        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, lo:e], v[:, :, lo:e], attn_mask=band))
+    return torch.cat(outs, 2)

@@ -1,0 +1,33 @@
+"""Fidelity of a FOCUS adapter to its base model with full context, on held-out and other genomes.
+
+Usage:
+    python recipes/evaluate_focus.py                      # embedded model + adapter, bundled chr20 held-out
+    python recipes/evaluate_focus.py ks=[50,100] lengths=[4096,16384] num_sequences=8
+    python recipes/evaluate_focus.py sources=[bundled:phage_lambda,/data/ecoli_k12_mg1655.fa.gz]
+    python recipes/evaluate_focus.py model.checkpoint=evo2_7b.pt adapter=runs/focus/adapter \
+        sources=[/data/hg38/chr21.fa.gz,/data/hg38/chr22.fa.gz] lengths=[65536] device=cuda
+    python recipes/evaluate_focus.py --cfg job            # print the composed config
+
+Compares FOCUS at every k in `ks` with fixed-window truncation, a sliding window of the same
+attention budget and the base model with full context (definitions in focus_nemo/evaluate.py). The
+run directory receives sequences.csv, summary.csv, summary.md, profile.csv, run_info.json and the
+plots shift_vs_position_in_window.png, shift_vs_length.png and shift_vs_k.png.
+"""
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from focus_nemo.evaluate import config_from_hydra, evaluate
+
+
+@hydra.main(config_path="../conf", config_name="evaluate_focus", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    result = evaluate(config_from_hydra(cfg))
+    print(Path(result["run_dir"], "summary.md").read_text())
+    print(f"outputs in {result['run_dir']} ({result['seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()
