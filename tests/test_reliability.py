@@ -43,7 +43,7 @@ Tokens
   ids outside [0, 512)            tests/focus/test_focus_invariants.py: test_bad_ratio_errors_name_the_field
                                   (FocusModel, 600); * FocusModel 512 and negative ids (forward, stream,
                                   generate), float tokens; * Evo2Model forward / forward_chunk / stream and
-                                  FocusModel.forward_dense (strict xfail until they validate their input)
+                                  FocusModel.forward_dense
 """
 
 from __future__ import annotations
@@ -401,8 +401,6 @@ def test_token_ids_outside_the_vocabulary_on_every_focus_path(bad):
         fm(tokens.float())
 
 
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="Evo2Model and FocusModel.forward_dense do not check token ids yet (IndexError in torch)")
 @pytest.mark.parametrize("path", ["evo2_forward", "evo2_forward_chunk", "evo2_stream", "focus_forward_dense"])
 def test_token_ids_outside_the_vocabulary_on_the_base_model(path):
     model = stressed_model("SDH*")

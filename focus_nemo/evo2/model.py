@@ -33,6 +33,7 @@ from focus_nemo.evo2.ops import (
     rotary_cos_sin,
     sliding_window_attention,
 )
+from focus_nemo.evo2.tokenizer import check_tokens
 
 
 class RMSNorm(nn.Module):
@@ -375,6 +376,7 @@ class Evo2Model(nn.Module):
         `attention_span` most recent positions, itself included (sliding-window attention; Hyena
         blocks still read the whole sequence).
         """
+        check_tokens(tokens, self.config.vocab_size)
         x = self.embed(tokens)
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         for block in self.blocks:
@@ -396,6 +398,7 @@ class Evo2Model(nn.Module):
         """
         if tokens.shape[1] == 0:
             raise ValueError("forward_chunk: empty chunk")
+        check_tokens(tokens, self.config.vocab_size)
         x = self.embed(tokens)
         positions = torch.arange(state.offset, state.offset + tokens.shape[1], device=tokens.device)
         new_blocks = []

@@ -182,6 +182,7 @@ class FocusModel(FrozenBaseAdapter):
     # ------------------------------------------------------------------ dense reference
     def forward_dense(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
         """Reference: the interleaved sequence with the dense D3 mask (O(n^2) memory; tests only)."""
+        check_tokens(tokens, self.base.config.vocab_size)
         k, window = self._ratio(k, window)
         B, n = tokens.shape
         lay = Layout(n, k, window)
