@@ -16,8 +16,12 @@ def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+TRAIN_EXPERIMENTS = [o for o in options("experiment") if not o.endswith("_eval")]
+EVAL_EXPERIMENTS = [o for o in options("experiment") if o.endswith("_eval")]
+
+
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in ("model", "focus", "data", "trainer") for o in options(g)]
-                         + [f"+experiment={o}" for o in options("experiment")])
+                         + [f"+experiment={o}" for o in TRAIN_EXPERIMENTS])
 def test_train_config_composes(override):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train_focus", overrides=[override, "run_dir=/tmp/x"])
@@ -41,3 +45,22 @@ def test_pretrain_config_composes():
         cfg = compose(config_name="pretrain_backbone")
     pc = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(PretrainConfig), cfg))
     assert pc.train_range[1] <= pc.heldout_range[0]
+
+
+@pytest.mark.parametrize("experiment", EVAL_EXPERIMENTS)
+def test_evaluation_experiments_compose(experiment):
+    from focus_nemo.evaluate import EvalConfig
+    from focus_nemo.evaluate import config_from_hydra as eval_config_from_hydra
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="evaluate_focus", overrides=[f"+experiment={experiment}"])
+    ec = eval_config_from_hydra(cfg)
+    assert isinstance(ec, EvalConfig) and ec.sources and all(s.regions for s in ec.sources)
+
+
+def test_evaluate_config_composes():
+    from focus_nemo.evaluate import config_from_hydra as eval_config_from_hydra
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        ec = eval_config_from_hydra(compose(config_name="evaluate_focus"))
+    assert ec.adapter == "embedded" and ec.ks == [25, 50, 100, 200]
