@@ -415,6 +415,8 @@ class AdapterCheckpoint(pl.Callback):
             if pl_module.focus_model().config.distill_weight > 0:
                 rec["kl"] = float(terms[2])
             self.history.write(json.dumps(rec) + "\n")
+            if trainer.logger is not None:  # TensorBoard
+                trainer.logger.log_metrics({f"train/{n}": v for n, v in rec.items() if n != "step"}, step=step - 1)
         if (self.cfg.save_every and step % self.cfg.save_every == 0) or step == self.cfg.trainer.max_steps:
             save_checkpoint(pl_module.focus_model(), trainer.optimizers[0], step, self.run, self.cfg, self.evo2)
 
@@ -431,6 +433,7 @@ def train_nemo(cfg) -> dict:
 
 def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
     """`train_nemo`, also returning the trained Lightning module (for inspection in the same process)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
     from megatron.core.optimizer import OptimizerConfig
     from nemo import lightning as nl
     from nemo.collections.common.tokenizers.bytelevel_tokenizers import ByteLevelTokenizer
@@ -493,7 +496,8 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = nl.Trainer(
         accelerator="gpu" if gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-        max_steps=t.max_steps - start, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+        max_steps=t.max_steps - start, limit_val_batches=0, num_sanity_val_steps=0,
+        logger=TensorBoardLogger(save_dir=str(run), name="tensorboard", version="", default_hp_metric=False),
         enable_checkpointing=False, callbacks=callbacks, plugins=plugins or None, log_every_n_steps=cfg.log_every,
         use_distributed_sampler=False, enable_progress_bar=True)
     if start < t.max_steps:

@@ -82,6 +82,7 @@ def test_chr1_runs_on_cpu_from_a_nemo2_checkpoint(nemo2_base, tmp_path):
     ref = first_batch_loss(nemo2_base, cfg)
     assert abs(log[0]["loss"] - ref) <= 1e-4 * abs(ref), (log[0]["loss"], ref)
     assert json.loads((run / "metrics.json").read_text())["backend"] == "nemo"
+    assert list((run / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard log"
     fm = FocusModel(load_evo2(nemo2_base)).load_adapter(run / "adapter")
     assert fm.config.train_ratios == [25, 50, 100, 200] and fm.config.window == 1024
     with torch.no_grad():
