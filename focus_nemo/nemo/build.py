@@ -172,8 +172,6 @@ def build_hyena_model(cfg: Evo2Config, *, seq_length: int | None = None, **confi
         nemo.collections.llm.gpt.model.megatron.hyena.hyena_model.HyenaModel
     """
     from megatron.core import parallel_state
-    from nemo.collections.llm.gpt.model.megatron.hyena.hyena_model import HyenaModel
-    from nemo.lightning import get_vocab_size
 
     from focus_nemo.nemo.spec import hyena_stack_spec
 
@@ -181,11 +179,20 @@ def build_hyena_model(cfg: Evo2Config, *, seq_length: int | None = None, **confi
         raise RuntimeError("build_hyena_model: call init_model_parallel() first")
     tp = parallel_state.get_tensor_model_parallel_world_size()
     hcfg = hyena_config_from_evo2(cfg, seq_length=seq_length, tensor_parallel_size=tp, **config_overrides)
-    # The same construction as HyenaConfig.configure_model, with the local spec.
-    model = HyenaModel(
+    return megatron_hyena_model(hcfg, hyena_stack_spec(), cfg.vocab_size).eval()
+
+
+def megatron_hyena_model(hcfg, stack_spec, vocab_size: int):
+    """Megatron Core's HyenaModel for NeMo config `hcfg` with `stack_spec`, on this rank's pipeline
+    stage: the construction of `HyenaConfig.configure_model`, with the spec chosen by the caller."""
+    from megatron.core import parallel_state
+    from nemo.collections.llm.gpt.model.megatron.hyena.hyena_model import HyenaModel
+    from nemo.lightning import get_vocab_size
+
+    return HyenaModel(
         hcfg,
-        hyena_stack_spec=hyena_stack_spec(),
-        vocab_size=get_vocab_size(hcfg, cfg.vocab_size, hcfg.make_vocab_size_divisible_by),
+        hyena_stack_spec=stack_spec,
+        vocab_size=get_vocab_size(hcfg, vocab_size, hcfg.make_vocab_size_divisible_by),
         max_sequence_length=hcfg.seq_length,
         num_groups_hyena=hcfg.num_groups_hyena,
         num_groups_hyena_medium=hcfg.num_groups_hyena_medium,
@@ -203,7 +210,6 @@ def build_hyena_model(cfg: Evo2Config, *, seq_length: int | None = None, **confi
         remove_activation_post_first_layer=hcfg.remove_activation_post_first_layer,
         add_attn_proj_bias=hcfg.add_attn_proj_bias,
     )
-    return model.eval()
 
 
 # Tensor-parallel split of each Megatron parameter, by the end of its name: the axis along which

@@ -101,10 +101,6 @@ class FocusHyenaConfig(HyenaConfig):
 
     def configure_model(self, tokenizer=None, vp_stage=None):
         """Megatron Hyena model with the frozen base loaded and FOCUS layers inserted (a NemoFocusModel)."""
-        from megatron.core import parallel_state
-        from nemo.collections.llm.gpt.model.megatron.hyena.hyena_model import HyenaModel as MCoreHyenaModel
-        from nemo.lightning import get_vocab_size
-
         from focus_nemo.nemo import build
         from focus_nemo.nemo.focus_model import NemoFocusModel
 
@@ -121,22 +117,7 @@ class FocusHyenaConfig(HyenaConfig):
 
             spec = hyena_stack_spec()
         self.bias_activation_fusion = False if self.remove_activation_post_first_layer else self.bias_activation_fusion
-        mcore = MCoreHyenaModel(
-            self, hyena_stack_spec=spec,
-            vocab_size=get_vocab_size(self, evo2.vocab_size, self.make_vocab_size_divisible_by),
-            max_sequence_length=self.seq_length, num_groups_hyena=self.num_groups_hyena,
-            num_groups_hyena_medium=self.num_groups_hyena_medium, num_groups_hyena_short=self.num_groups_hyena_short,
-            hybrid_override_pattern=self.hybrid_override_pattern, position_embedding_type=self.position_embedding_type,
-            rotary_percent=self.rotary_percent, rotary_base=self.rotary_base,
-            seq_len_interpolation_factor=self.seq_len_interpolation_factor,
-            pre_process=parallel_state.is_pipeline_first_stage(),
-            post_process=parallel_state.is_pipeline_last_stage(),
-            share_embeddings_and_output_weights=self.share_embeddings_and_output_weights,
-            hyena_init_method=self.hyena_init_method,
-            hyena_output_layer_init_method=self.hyena_output_layer_init_method,
-            remove_activation_post_first_layer=self.remove_activation_post_first_layer,
-            add_attn_proj_bias=self.add_attn_proj_bias,
-        )
+        mcore = build.megatron_hyena_model(self, spec, evo2.vocab_size)
         if torch.cuda.is_available():
             mcore = mcore.cuda()
         if self.base_checkpoint:
