@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 
+REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FOCUS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
@@ -43,3 +47,44 @@ def dna_tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     acgt = torch.tensor([65, 67, 71, 84])
     return acgt[torch.randint(0, 4, (batch, length), generator=g)]
+
+
+def random_dna(n: int, seed: int, alphabet: bytes = b"ACGT") -> bytes:
+    """n bases drawn uniformly from `alphabet` (seeded)."""
+    rng = np.random.default_rng(seed)
+    return np.frombuffer(alphabet, np.uint8)[rng.integers(len(alphabet), size=n)].tobytes()
+
+
+def perturb_focus_(fm, seed: int) -> dict[str, torch.Tensor]:
+    """Move a FOCUS model's Focus parameters away from their initial copies of the base (as training
+    would), by Gaussian noise of half each tensor's std; returns the initial copies."""
+    fresh = {n: p.detach().clone() for n, p in fm.focus_parameters().items()}
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in fm.focus_parameters().values():
+            scale = p.std().item() if p.numel() > 1 and p.std() > 0 else 0.02
+            p.add_(torch.randn(p.shape, generator=g) * 0.5 * scale)
+    return fresh
+
+
+def require_nemo() -> None:
+    """Skip the calling test when NeMo / Megatron Core cannot be imported."""
+    try:
+        import megatron.core  # noqa: F401
+        import nemo  # noqa: F401
+    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
+        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
+
+
+def run_worker(script: str, *args: str, nproc: int = 1, timeout: int = 300) -> None:
+    """Run a worker script in fresh processes (under torch.distributed.run when nproc > 1, one CPU
+    thread per rank); raise with its output if it fails."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    launcher = [sys.executable]
+    if nproc > 1:
+        env["OMP_NUM_THREADS"] = "1"  # one core per rank
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    proc = subprocess.run([*launcher, script, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode:
+        raise AssertionError(f"NeMo worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from Bio import bgzf
-from conftest import stressed_model
+from conftest import random_dna, stressed_model
 
 from focus_nemo.focus import FocusConfig, FocusModel
 from focus_nemo.scoring import (
@@ -34,11 +34,6 @@ from focus_nemo.scoring import (
 
 ROOT = Path(__file__).resolve().parents[1]
 K, W = 4, 16
-
-
-def random_dna(n: int, seed: int, alphabet: bytes = b"ACGT") -> bytes:
-    rng = np.random.default_rng(seed)
-    return np.frombuffer(alphabet, np.uint8)[rng.integers(len(alphabet), size=n)].tobytes()
 
 
 def write_fasta(path: Path, records: dict[str, bytes], width: int = 50) -> Path:

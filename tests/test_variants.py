@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import stressed_model
+from conftest import random_dna, stressed_model
 
 from focus_nemo.data import open_genome
 from focus_nemo.focus import FocusConfig, FocusModel
@@ -28,11 +28,6 @@ from focus_nemo.scoring import (
 
 ROOT = Path(__file__).resolve().parents[1]
 K, W = 4, 16
-
-
-def random_dna(n: int, seed: int, alphabet: bytes = b"ACGT") -> bytes:
-    rng = np.random.default_rng(seed)
-    return np.frombuffer(alphabet, np.uint8)[rng.integers(len(alphabet), size=n)].tobytes()
 
 
 # chr1: 200 bases with a soft-masked stretch and an N; chr2: 60 bases

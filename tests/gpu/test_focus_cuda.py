@@ -15,7 +15,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import dna_tokens, stressed_model
+from conftest import dna_tokens, perturb_focus_, stressed_model
 
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
 from focus_nemo.inference import load_base_model, load_focus_model
@@ -46,13 +46,7 @@ def perturbed_focus(pattern: str = "SDH*SDH*", k: int = 16, window: int = 128, s
     """FocusModel on a stressed tiny base with Focus parameters moved away from their initial copies
     (as after training); also returns those initial copies."""
     fm = FocusModel(stressed_model(pattern, seed=seed), FocusConfig(k=k, window=window)).eval()
-    fresh = {n: p.detach().clone() for n, p in fm.focus_parameters().items()}
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            scale = p.std().item() if p.numel() > 1 and p.std() > 0 else 0.02
-            p.add_(torch.randn(p.shape, generator=g) * 0.5 * scale)
-    return fm, fresh
+    return fm, perturb_focus_(fm, seed)
 
 
 # --------------------------------------------------------------------------- base Evo2Model (I3)

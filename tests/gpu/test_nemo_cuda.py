@@ -13,9 +13,6 @@ the precision it is deployed in.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -167,26 +164,6 @@ def _main() -> None:
 
 
 # --------------------------------------------------------------------------- pytest side
-def _require_nemo() -> None:
-    try:
-        import megatron.core  # noqa: F401
-        import nemo  # noqa: F401
-    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
-        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
-
-
-def run_worker(*args: str, nproc: int = 1, timeout: int = 600) -> None:
-    """Run this file as a worker in fresh processes (one per GPU); raise with its output if it fails."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.run([*launcher, __file__, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode:
-        raise AssertionError(f"NeMo worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-
-
 def parity_model(seed: int = 3):
     """Stressed tiny Evo2Model whose norms and biases are far from their initial values too, so that
     a norm or bias that does not reach its Megatron / TE parameter shows up."""
@@ -207,15 +184,17 @@ def parity_model(seed: int = 3):
 def test_nemo_hyena_equals_evo2(spec, dtype, tmp_path):
     """Evo2Model weights loaded into NeMo's HyenaModel on one GPU: same logits. The TE spec is NeMo's
     own (fused norm + linear, TE attention), the layout of NVIDIA's Evo-2 checkpoints."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     if spec == "te":
         pytest.importorskip("transformer_engine", reason="NeMo's TE layer spec needs Transformer Engine")
     model = parity_model()
     tokens = acgt_tokens(2, SEQ_LEN, seed=5)
     torch.save(model.state_dict(), tmp_path / "evo2.pt")
     torch.save(tokens, tmp_path / "tokens.pt")
-    run_worker("hyena", "--spec", spec, "--dtype", dtype, "--evo2-weights", str(tmp_path / "evo2.pt"),
-               "--tokens", str(tmp_path / "tokens.pt"), "--out", str(tmp_path / "nemo.pt"))
+    run_worker(__file__, "hyena", "--spec", spec, "--dtype", dtype, "--evo2-weights", str(tmp_path / "evo2.pt"),
+               "--tokens", str(tmp_path / "tokens.pt"), "--out", str(tmp_path / "nemo.pt"), timeout=600)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
 
     # Every weight landed where megatron_to_evo2 reads it back (TE names included), up to the rounding
@@ -243,32 +222,28 @@ def test_nemo_hyena_equals_evo2(spec, dtype, tmp_path):
 def focus_reference(seed: int = 3):
     """FocusModel on a stressed tiny base with perturbed Focus parameters; also the initial Focus copies.
     (Untrained Focus parameters move these logits by 0.16 or more, measured in fp32.)"""
-    from conftest import stressed_model
+    from conftest import perturb_focus_, stressed_model
 
     from focus_nemo.focus import FocusConfig, FocusModel
 
     fm = FocusModel(stressed_model(pattern=PATTERN, seed=seed), FocusConfig(k=FOCUS_K, window=FOCUS_W)).eval()
-    fresh = {n: p.detach().clone() for n, p in fm.focus_parameters().items()}
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            scale = p.std().item() if p.numel() > 1 and p.std() > 0 else 0.02
-            p.add_(torch.randn(p.shape, generator=g) * 0.5 * scale)
-    return fm, fresh
+    return fm, perturb_focus_(fm, seed)
 
 
 @pytest.mark.parametrize("tp,dtype", [(1, "float32"), (1, "bfloat16"), (2, "bfloat16")])
 def test_nemo_focus_equals_focus_model(tp, dtype, tmp_path):
     """I6 on GPUs: NemoFocusModel (local spec, TP=1 and TP=2 over NCCL) and FocusModel from the same
     base and Focus weights give the same one-pass and window-by-window streaming logits."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     if torch.cuda.device_count() < tp:
         pytest.skip(f"TP={tp} needs {tp} GPUs, {torch.cuda.device_count()} visible")
     fm, fresh = focus_reference()
     torch.save(fm.base.state_dict(), tmp_path / "evo2.pt")
     torch.save({n: p.detach().clone() for n, p in fm.focus_parameters().items()}, tmp_path / "focus.pt")
-    run_worker("focus", "--dtype", dtype, "--evo2-weights", str(tmp_path / "evo2.pt"),
-               "--focus", str(tmp_path / "focus.pt"), "--out", str(tmp_path / "nemo.pt"), nproc=tp)
+    run_worker(__file__, "focus", "--dtype", dtype, "--evo2-weights", str(tmp_path / "evo2.pt"),
+               "--focus", str(tmp_path / "focus.pt"), "--out", str(tmp_path / "nemo.pt"), nproc=tp, timeout=600)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     assert out["tp"] == tp and out["dtype"] == str(DTYPES[dtype])
     tol = FP32_TOL if dtype == "float32" else NEMO_BF16_TOL

@@ -30,12 +30,11 @@ def _run(args: list[str], timeout: int = 600) -> None:
 @pytest.fixture(scope="module")
 def nemo2_base(tmp_path_factory):
     """A tiny Evo-2 (two attention blocks) as a NeMo 2 checkpoint, written by recipes/convert_checkpoint.py."""
-    from conftest import stressed_model
-    from test_parity import _require_nemo
+    from conftest import require_nemo, stressed_model
 
     from focus_nemo.evo2.checkpoint import save_evo2
 
-    _require_nemo()
+    require_nemo()
     tmp = tmp_path_factory.mktemp("chr1")
     save_evo2(stressed_model(pattern="SDH*SD*", seed=5), tmp / "ours")
     _run(["recipes/convert_checkpoint.py", "--input", str(tmp / "ours"), "--output", str(tmp / "nemo2"),

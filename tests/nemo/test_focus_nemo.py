@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -155,42 +152,14 @@ def _main() -> None:
 
 
 # --------------------------------------------------------------------------- pytest side
-def _require_nemo() -> None:
-    try:
-        import megatron.core  # noqa: F401
-        import nemo  # noqa: F401
-    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
-        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
-
-
-def run_worker(*args: str, nproc: int = 1, timeout: int = 600) -> None:
-    """Run this file as a worker in fresh processes; raise with its output if it fails."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    launcher = [sys.executable]
-    if nproc > 1:
-        env["OMP_NUM_THREADS"] = "1"  # one core per rank
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.run([*launcher, __file__, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode:
-        raise AssertionError(f"NeMo worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-
-
 def focus_reference(seed: int = 3):
     """FocusModel on a stressed tiny base with randomly perturbed Focus parameters."""
-    from conftest import stressed_model
+    from conftest import perturb_focus_, stressed_model
 
     from focus_nemo.focus import FocusConfig, FocusModel
 
-    base = stressed_model(pattern=PATTERN, seed=seed)
-    fm = FocusModel(base, FocusConfig(k=16, window=128)).eval()
-    fresh = {n: p.detach().clone() for n, p in fm.focus_parameters().items()}
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            scale = p.std().item() if p.numel() > 1 and p.std() > 0 else 0.02
-            p.add_(torch.randn(p.shape, generator=g) * 0.5 * scale)
-    return fm, fresh
+    fm = FocusModel(stressed_model(pattern=PATTERN, seed=seed), FocusConfig(k=16, window=128)).eval()
+    return fm, perturb_focus_(fm, seed)
 
 
 def _save_inputs(fm, tmp_path: Path, adapter: bool = False) -> list[str]:
@@ -209,12 +178,14 @@ def _save_inputs(fm, tmp_path: Path, adapter: bool = False) -> list[str]:
 @pytest.mark.parametrize("tp", [1, 2])
 def test_nemo_focus_onepass_equals_focus_model(tp, tmp_path):
     """Same base and Focus weights: NemoFocusModel (TP=1, 2) and FocusModel give the same logits."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     fm, fresh = focus_reference()
     if tp == 2:
         fm.config.scope = "kmer"  # carried to the NeMo model by the adapter's config
-    run_worker("onepass", *_save_inputs(fm, tmp_path, adapter=tp == 2), "--out", str(tmp_path / "nemo.pt"),
-               nproc=tp)
+    run_worker(__file__, "onepass", *_save_inputs(fm, tmp_path, adapter=tp == 2), "--out", str(tmp_path / "nemo.pt"),
+               nproc=tp, timeout=600)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     assert out["tp"] == tp
     assert out["config"] == fm.config.to_dict()
@@ -269,9 +240,12 @@ def _nemo_focus_names(full_names) -> list[str]:
 def test_nemo_focus_streaming_tp2_equals_focus_model(tmp_path):
     """Window-by-window streaming of NemoFocusModel at TP=2 (exact Hyena state per channel shard,
     Focus-only attention memory) gives FocusModel's one-pass logits (DESIGN I2 with I6)."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     fm, _ = focus_reference()
-    run_worker("stream", *_save_inputs(fm, tmp_path), "--out", str(tmp_path / "nemo.pt"), nproc=2)
+    run_worker(__file__, "stream", *_save_inputs(fm, tmp_path), "--out", str(tmp_path / "nemo.pt"), nproc=2,
+               timeout=600)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     assert out["tp"] == 2
     length, k, w = STREAM_CASE
@@ -289,13 +263,15 @@ def test_nemo_focus_streaming_tp2_equals_focus_model(tmp_path):
 def test_nemo_focus_train_tp2_adapter_loads_into_focus_model(tmp_path):
     """AdamW on the Focus parameters at TP=2: gradients equal FocusModel's, the base stays bit-identical,
     and the saved adapter loads into FocusModel with the same logits."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     from focus_nemo.focus.adapter import CONFIG
 
     fm, _ = focus_reference()
     steps = 3
-    run_worker("train", *_save_inputs(fm, tmp_path), "--out", str(tmp_path / "nemo.pt"),
-               "--adapter", str(tmp_path / "adapter"), "--steps", str(steps), nproc=2)
+    run_worker(__file__, "train", *_save_inputs(fm, tmp_path), "--out", str(tmp_path / "nemo.pt"),
+               "--adapter", str(tmp_path / "adapter"), "--steps", str(steps), nproc=2, timeout=600)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     assert out["tp"] == 2
     assert out["base_same"] and out["base_frozen"] and out["replicas_equal"]

@@ -58,11 +58,11 @@ def _main() -> None:
 @pytest.fixture(scope="module")
 def nemo2_checkpoint(tmp_path_factory):
     """(checkpoint dir, {"tokens", "logits"} of the NeMo model that was saved)."""
-    from test_parity import _require_nemo, run_worker
+    from conftest import require_nemo, run_worker
 
-    _require_nemo()
+    require_nemo()
     tmp = tmp_path_factory.mktemp("nemo2")
-    run_worker(str(tmp / "ckpt"), str(tmp / "nemo.pt"), script=__file__)
+    run_worker(__file__, str(tmp / "ckpt"), str(tmp / "nemo.pt"))
     return tmp / "ckpt", torch.load(tmp / "nemo.pt", weights_only=True)
 
 

@@ -129,20 +129,20 @@ def read_log(run: Path) -> list[dict]:
 def test_nemo_training_tp2(base_dir, tmp_path, tp, distill):
     """TP=2 through nemo.lightning: the first step's loss is the single-device objective on the same
     batch, the base is untouched, and the adapter file gives FocusModel the NeMo model's logits."""
-    from test_parity import _require_nemo, run_worker
+    from conftest import require_nemo, run_worker
 
     from focus_nemo.evo2 import load_evo2
     from focus_nemo.focus import FocusModel, read_adapter_config
 
-    _require_nemo()
+    require_nemo()
     from conftest import dna_tokens
 
     tokens = dna_tokens(1, 333, seed=4)
     torch.save(tokens, tmp_path / "tokens.pt")
     run = tmp_path / "run"
-    run_worker("--base", str(base_dir), "--rundir", str(run), "--tokens", str(tmp_path / "tokens.pt"),
+    run_worker(__file__, "--base", str(base_dir), "--rundir", str(run), "--tokens", str(tmp_path / "tokens.pt"),
                "--out", str(tmp_path / "out.pt"), "--steps", "4", "--tp", str(tp), "--distill", str(distill),
-               script=__file__, nproc=tp, timeout=600)
+               nproc=tp, timeout=600)
     out = torch.load(tmp_path / "out.pt", weights_only=True)
     assert out["base_changed"] == 0, out["names"]
 
@@ -178,10 +178,10 @@ def _launch(base_dir: Path, run: Path, steps: int, save_every: int) -> subproces
 def test_nemo_training_resumes_exactly_after_kill(base_dir, tmp_path):
     """SIGKILL after the first committed checkpoint; the resumed run ends with the same adapter and
     the same per-step losses as an uninterrupted run, each step logged once."""
+    from conftest import require_nemo
     from safetensors.torch import load_file
-    from test_parity import _require_nemo
 
-    _require_nemo()
+    require_nemo()
     steps, every = 12, 2
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     proc = _launch(base_dir, killed, steps, every)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,27 +106,6 @@ def _main() -> None:
 
 
 # --------------------------------------------------------------------------- pytest side
-def _require_nemo() -> None:
-    try:
-        import megatron.core  # noqa: F401
-        import nemo  # noqa: F401
-    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
-        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
-
-
-def run_worker(*args: str, script: str = __file__, nproc: int = 1, timeout: int = 300) -> None:
-    """Run a worker script (by default this file) in fresh processes; raise with its output if it fails."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    launcher = [sys.executable]
-    if nproc > 1:
-        env["OMP_NUM_THREADS"] = "1"  # one core per rank
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.run([*launcher, script, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode:
-        raise AssertionError(f"NeMo worker failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-
-
 def evo2_from_megatron(state_dict: dict, cfg: Evo2Config) -> Evo2Model:
     model = Evo2Model(cfg, init=False).eval()
     model.load_state_dict(megatron_to_evo2(state_dict, cfg))
@@ -137,9 +115,11 @@ def evo2_from_megatron(state_dict: dict, cfg: Evo2Config) -> Evo2Model:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_nemo_logits_equal_evo2(case, tmp_path):
     """Weights initialised in NeMo, converted with megatron_to_evo2: same logits."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     cfg = case_config(case)
-    run_worker("--case", case, "--out", str(tmp_path / "nemo.pt"))
+    run_worker(__file__, "--case", case, "--out", str(tmp_path / "nemo.pt"))
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     model = evo2_from_megatron(out["state_dict"], cfg)
     with torch.no_grad():
@@ -165,7 +145,9 @@ def test_nemo_logits_equal_evo2(case, tmp_path):
 
 def test_nemo_tensor_parallel_2_equals_evo2(tmp_path):
     """Evo2Model weights loaded into NeMo's model at TP=2 (two gloo ranks): same logits."""
-    _require_nemo()
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
     from conftest import stressed_model
 
     case = "variant"
@@ -173,8 +155,8 @@ def test_nemo_tensor_parallel_2_equals_evo2(tmp_path):
     model = stressed_model(**CASES[case], seed=3)
     assert model.config.shape_dict() == cfg.shape_dict()
     torch.save(model.state_dict(), tmp_path / "evo2.pt")
-    run_worker("--case", case, "--out", str(tmp_path / "nemo.pt"), "--evo2-weights", str(tmp_path / "evo2.pt"),
-               nproc=2)
+    run_worker(__file__, "--case", case, "--out", str(tmp_path / "nemo.pt"),
+               "--evo2-weights", str(tmp_path / "evo2.pt"), nproc=2)
     out = torch.load(tmp_path / "nemo.pt", weights_only=True)
     assert out["tp"] == 2
     with torch.no_grad():
@@ -209,7 +191,9 @@ assert not cpu_shims.is_applied()
 
 
 def test_cpu_shims_idempotent_and_reversible():
-    _require_nemo()
+    from conftest import require_nemo
+
+    require_nemo()
     proc = subprocess.run([sys.executable, "-c", SHIM_CHECK], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

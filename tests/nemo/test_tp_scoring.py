@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import stressed_model
+from conftest import perturb_focus_, require_nemo, stressed_model
 
 from focus_nemo.scoring import load_scores, read_tsv
 
@@ -28,14 +27,6 @@ CHUNK = 100  # several model calls per record, a size dividing neither k nor W
 # Lengths >= 300: NeMo's medium filter wraps around below 127 tokens.
 RECORDS = {"rec1": 333, "chr2:alt": 410}  # the second one's file stem is chr2_alt
 ATOL = 1e-4
-
-
-def _require_nemo() -> None:
-    try:
-        import megatron.core  # noqa: F401
-        import nemo  # noqa: F401
-    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
-        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
 
 
 def _recipe():
@@ -62,11 +53,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     base = stressed_model(pattern=PATTERN, seed=3)
     save_evo2(base, root / "base")
     fm = FocusModel(base, FocusConfig(k=K, window=W)).eval()
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            scale = p.std().item() if p.numel() > 1 and p.std() > 0 else 0.02
-            p.add_(torch.randn(p.shape, generator=g) * 0.5 * scale)
+    perturb_focus_(fm, seed=5)
     fm.save_adapter(root / "adapter")
     rng = np.random.default_rng(0)
     with open(root / "x.fa", "w") as f:
@@ -109,7 +96,7 @@ def _max_diff(a: Path, b: Path) -> float:
 def test_tp2_scores_equal_single_device(inputs, single, tmp_path, capsys):
     """torchrun --nproc_per_node 2 ... --tensor-parallel 2: the same per-base scores, summary and manifest
     settings as the single-device run; only rank 0 writes; the single-device model resumes its directory."""
-    _require_nemo()
+    require_nemo()
     tp = tmp_path / "tp" / "scores"
     tp.parent.mkdir()
     capsys.readouterr()
@@ -154,7 +141,7 @@ def test_tp2_scores_equal_single_device(inputs, single, tmp_path, capsys):
 def test_tp2_resumes_a_single_device_directory(inputs, single, tmp_path):
     """--resume at TP=2 in a single-device run's directory: rank 0 finds one record finished and one output
     missing, and every rank streams just the missing record."""
-    _require_nemo()
+    require_nemo()
     out = tmp_path / "scores"
     shutil.copytree(single, out)
     (out / "chr2_alt.npz").unlink()
