@@ -158,6 +158,18 @@ def model_settings(fm, k: int, window: int) -> dict:
     }
 
 
+def add_model_arguments(parser) -> None:
+    """The command-line options of the scoring recipes that choose the model and how it streams."""
+    parser.add_argument("--checkpoint", default="embedded", help="embedded, random:<preset> or a checkpoint path")
+    parser.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
+    parser.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
+    parser.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
                        window: int | None = None, dtype: str = "float32", device: str = "cpu"):
     """A FocusModel for scoring and the (k, W) to stream with.

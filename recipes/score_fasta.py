@@ -23,7 +23,7 @@ import os
 
 import torch
 
-from focus_nemo.scoring import DEFAULT_CHUNK, load_scoring_model, score_fasta
+from focus_nemo.scoring import add_model_arguments, load_scoring_model, score_fasta
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -31,20 +31,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fasta", required=True, help="FASTA file (plain, gzip or bgzip), directory or glob")
     p.add_argument("--out", required=True, help="output directory (must be new or empty unless --resume)")
     p.add_argument("--records", nargs="+", help="records to score (chr1 and 1 name the same record); default all")
-    p.add_argument("--checkpoint", default="embedded", help="embedded, random:<preset> or a checkpoint path")
-    p.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
-    p.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
-    p.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    add_model_arguments(p)
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: cuda when available; with --tensor-parallel "
                                     "each rank's own GPU, or the CPU without CUDA)")
     p.add_argument("--tensor-parallel", type=int, metavar="N",
                    help="split the model over N processes (run under torchrun --nproc_per_node N)")
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 

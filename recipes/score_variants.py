@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from focus_nemo.scoring import DEFAULT_CHUNK, load_scoring_model, score_variants
+from focus_nemo.scoring import add_model_arguments, load_scoring_model, score_variants
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,15 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--on-unsupported", default="error", choices=["error", "skip"],
                    help="symbolic/breakend/N alleles: stop, or write the row flagged unsupported")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--checkpoint", default="embedded", help="embedded, random:<preset> or a checkpoint path")
-    p.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
-    p.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
-    p.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
-    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    add_model_arguments(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
