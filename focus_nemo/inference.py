@@ -34,20 +34,31 @@ def parse_dtype(name: str) -> torch.dtype:
         raise ValueError(f"dtype: {name!r} is not one of {sorted(DTYPES)}") from None
 
 
+def resolve_checkpoint(checkpoint: str, preset: str = "tiny") -> tuple[str | None, Path | None]:
+    """(preset name, None) for ``random`` (with `preset`) or ``random:<preset>``; (None, path) for
+    ``embedded`` or an existing path.
+
+    Raises:
+        FileNotFoundError: the path does not exist (named as ``model.checkpoint``).
+    """
+    if checkpoint == "random" or checkpoint.startswith("random:"):
+        return (checkpoint.split(":", 1)[1] if ":" in checkpoint else preset), None
+    if checkpoint == "embedded":
+        from focus_nemo.evo2 import embedded_model_dir
+
+        return None, embedded_model_dir()
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"model.checkpoint: {checkpoint} does not exist")
+    return None, Path(checkpoint)
+
+
 def load_base_model(checkpoint: str = "embedded", preset: str = "tiny", dtype: str = "float32",
                     device: str | torch.device = "cpu"):
     """An Evo2Model from ``embedded``, ``random`` (with `preset`), ``random:<preset>`` or a path."""
-    from focus_nemo.evo2 import Evo2Config, Evo2Model, embedded_model_dir, load_evo2
+    from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
 
-    if checkpoint == "random" or checkpoint.startswith("random:"):
-        name = checkpoint.split(":", 1)[1] if ":" in checkpoint else preset
-        model = Evo2Model(Evo2Config.preset(name))
-    elif checkpoint == "embedded":
-        model = load_evo2(embedded_model_dir())
-    else:
-        if not Path(checkpoint).exists():
-            raise FileNotFoundError(f"model.checkpoint: {checkpoint} does not exist")
-        model = load_evo2(checkpoint)
+    name, path = resolve_checkpoint(checkpoint, preset)
+    model = Evo2Model(Evo2Config.preset(name)) if path is None else load_evo2(path)
     return model.to(device=torch.device(device), dtype=parse_dtype(dtype)).eval()
 
 

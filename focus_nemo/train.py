@@ -233,11 +233,23 @@ def _set_rng_state(state: dict) -> None:
 
 def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path, cfg: TrainConfig) -> Path:
     """Save the resumable state after `step` optimizer steps (layout above); returns the step directory."""
-    import shutil
-
-    from focus_nemo.focus.adapter import atomic_write, atomic_write_bytes
+    from focus_nemo.focus.adapter import atomic_write
 
     ck = run / CHECKPOINT_DIR
+    name = _new_step_directory(ck, step)
+    target = ck / name
+    fm.save_adapter(target, extra={"step": step})
+    state = {"step": step, "optimizer": opt.state_dict(), "rng": _rng_state()}
+    digest = atomic_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
+    _commit_checkpoint(ck, {"format": CHECKPOINT_FORMAT, "step": step, "directory": name,
+                            "trainer_state_sha256": digest, "settings": _resume_settings(cfg)})
+    return target
+
+
+def _new_step_directory(ck: Path, step: int) -> str:
+    """Create the directory a save of `step` writes into (under `ck`) and return its name."""
+    import shutil
+
     ck.mkdir(parents=True, exist_ok=True)
     committed = _committed_directory(ck)
     name, n = f"step-{step:08d}", 0
@@ -247,15 +259,20 @@ def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path, cfg: TrainConfig
             break
         n += 1  # the committed checkpoint of this step stays intact until the new one is committed
         name = f"step-{step:08d}.{n}"
-    target = ck / name
-    fm.save_adapter(target, extra={"step": step})
-    state = {"step": step, "optimizer": opt.state_dict(), "rng": _rng_state()}
-    digest = atomic_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
-    record = {"format": CHECKPOINT_FORMAT, "step": step, "directory": name, "trainer_state_sha256": digest,
-              "settings": _resume_settings(cfg)}
-    atomic_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())  # the commit point
+    (ck / name).mkdir()
+    return name
+
+
+def _commit_checkpoint(ck: Path, record: dict) -> None:
+    """Write the commit record (atomically, the commit point), then delete everything in `ck` but the
+    record and the step directory it names (the previous checkpoint, leftovers of interrupted saves)."""
+    import shutil
+
+    from focus_nemo.focus.adapter import atomic_write_bytes
+
+    atomic_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())
     for entry in ck.iterdir():
-        if entry.name in (CHECKPOINT_RECORD, name):
+        if entry.name in (CHECKPOINT_RECORD, record["directory"]):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
@@ -264,7 +281,6 @@ def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path, cfg: TrainConfig
                 entry.unlink()
         except FileNotFoundError:
             pass
-    return target
 
 
 def _committed_directory(ck: Path) -> str | None:

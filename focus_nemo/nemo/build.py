@@ -45,7 +45,7 @@ def check_nemo_compatible(cfg: Evo2Config) -> None:
 
 
 def hyena_config_from_evo2(cfg: Evo2Config, *, seq_length: int | None = None, tensor_parallel_size: int = 1,
-                           **overrides):
+                           config_class=None, **overrides):
     """The NeMo `HyenaConfig` (fp32, CPU initialisation, no fusions) describing the same model as `cfg`.
 
     Args:
@@ -53,6 +53,7 @@ def hyena_config_from_evo2(cfg: Evo2Config, *, seq_length: int | None = None, te
         seq_length: NeMo's `seq_length` (the long filter's cached time axis); defaults to
             `cfg.max_seqlen`. It does not limit the input length.
         tensor_parallel_size: the TP size the model will be built with.
+        config_class: a HyenaConfig subclass to build instead (its own fields go in `overrides`).
         **overrides: any other HyenaConfig field (e.g. ``params_dtype=torch.bfloat16``).
 
     Returns:
@@ -104,7 +105,7 @@ def hyena_config_from_evo2(cfg: Evo2Config, *, seq_length: int | None = None, te
         recompute_num_layers=None,
     )
     kwargs.update(overrides)
-    return HyenaConfig(**kwargs)
+    return (config_class or HyenaConfig)(**kwargs)
 
 
 def _free_port() -> int:

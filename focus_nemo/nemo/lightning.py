@@ -85,11 +85,10 @@ class FocusHyenaConfig(HyenaConfig):
                   tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1, **overrides) -> FocusHyenaConfig:
         from focus_nemo.nemo.build import hyena_config_from_evo2
 
-        hc = hyena_config_from_evo2(evo2, tensor_parallel_size=tensor_parallel_size,
-                                    pipeline_model_parallel_size=pipeline_parallel_size, **overrides)
-        fields = {f: getattr(hc, f) for f in hc.__dataclass_fields__ if f not in ("forward_step_fn", "data_step_fn")}
-        fields = {f: v for f, v in fields.items() if hc.__dataclass_fields__[f].init}
-        return cls(**fields, focus=focus.to_dict(), evo2=evo2.to_dict(), base_checkpoint=base_checkpoint)
+        return hyena_config_from_evo2(evo2, tensor_parallel_size=tensor_parallel_size,
+                                      pipeline_model_parallel_size=pipeline_parallel_size, config_class=cls,
+                                      focus=focus.to_dict(), evo2=evo2.to_dict(), base_checkpoint=base_checkpoint,
+                                      **overrides)
 
     @property
     def evo2_config(self) -> Evo2Config:
@@ -261,27 +260,15 @@ def _parallel_settings(cfg) -> dict:
 
 def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) -> None:
     """Collective (every rank calls it): write step directory, then commit it in latest.json."""
-    import shutil
-
     from megatron.core import parallel_state
 
-    from focus_nemo.focus.adapter import atomic_write, atomic_write_bytes
-    from focus_nemo.train import CHECKPOINT_DIR, CHECKPOINT_RECORD, _committed_directory, _resume_settings
+    from focus_nemo.focus.adapter import atomic_write
+    from focus_nemo.train import CHECKPOINT_DIR, _commit_checkpoint, _new_step_directory, _resume_settings
 
     dist = torch.distributed
     rank = dist.get_rank()
     ck = run / CHECKPOINT_DIR
-    name = [None]
-    if rank == 0:
-        ck.mkdir(parents=True, exist_ok=True)
-        committed, name[0], n = _committed_directory(ck), f"step-{step:08d}", 0
-        while (ck / name[0]).exists():
-            if name[0] != committed:  # left by a save interrupted before its commit
-                shutil.rmtree(ck / name[0])
-                break
-            n += 1
-            name[0] = f"step-{step:08d}.{n}"
-        (ck / name[0]).mkdir()
+    name = [_new_step_directory(ck, step) if rank == 0 else None]
     dist.broadcast_object_list(name, src=0)
     target = ck / name[0]
     if parallel_state.get_data_parallel_rank() == 0:
@@ -291,12 +278,9 @@ def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) 
     digests = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest)
     if rank == 0:
-        record = {"format": NEMO_CHECKPOINT_FORMAT, "step": step, "directory": name[0], "optimizer_sha256": digests,
-                  "parallel": _parallel_settings(cfg), "settings": _resume_settings(cfg)}
-        atomic_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())  # the commit point
-        for entry in ck.iterdir():
-            if entry.name not in (CHECKPOINT_RECORD, name[0]):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        _commit_checkpoint(ck, {"format": NEMO_CHECKPOINT_FORMAT, "step": step, "directory": name[0],
+                                "optimizer_sha256": digests, "parallel": _parallel_settings(cfg),
+                                "settings": _resume_settings(cfg)})
     dist.barrier()
 
 
@@ -496,19 +480,14 @@ def _base_source(section) -> tuple[Evo2Config, str | None]:
     """(Evo2Config, checkpoint path or None for random weights) of the model config section."""
     from focus_nemo.evo2.checkpoint import read_checkpoint
     from focus_nemo.evo2.nemo2 import read_nemo2_config
+    from focus_nemo.inference import resolve_checkpoint
 
-    ck = section.checkpoint
-    if ck == "random" or ck.startswith("random:"):
-        return Evo2Config.preset(ck.split(":", 1)[1] if ":" in ck else section.preset), None
-    if ck == "embedded":
-        from focus_nemo.evo2 import embedded_model_dir
-
-        ck = str(embedded_model_dir())
-    if not Path(ck).exists():
-        raise FileNotFoundError(f"model.checkpoint: {ck} does not exist")
-    if (Path(ck) / "context").is_dir():  # NeMo 2: the config alone, without reading the weights
-        return read_nemo2_config(ck), ck
-    return read_checkpoint(ck)[1], ck
+    name, path = resolve_checkpoint(section.checkpoint, section.preset)
+    if path is None:
+        return Evo2Config.preset(name), None
+    if (path / "context").is_dir():  # NeMo 2: the config alone, without reading the weights
+        return read_nemo2_config(path), str(path)
+    return read_checkpoint(path)[1], str(path)
 
 
 def _have_te() -> bool:

@@ -59,19 +59,17 @@ def check_world_size(tensor_parallel: int) -> None:
 
 def read_base(checkpoint: str):
     """(Evo2Model-layout state dict, Evo2Config) of ``embedded``, ``random:<preset>`` or a checkpoint path."""
-    from focus_nemo.evo2 import Evo2Config, Evo2Model, embedded_model_dir
+    from focus_nemo.evo2 import Evo2Config, Evo2Model
     from focus_nemo.evo2.checkpoint import read_checkpoint
+    from focus_nemo.inference import resolve_checkpoint
 
-    if checkpoint == "random" or checkpoint.startswith("random:"):
-        name = checkpoint.split(":", 1)[1] if ":" in checkpoint else "tiny"
+    name, path = resolve_checkpoint(checkpoint)
+    if path is None:
         cfg = Evo2Config.preset(name)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             state = Evo2Model(cfg).state_dict()
         return state, cfg
-    path = embedded_model_dir() if checkpoint == "embedded" else Path(checkpoint)
-    if not Path(path).exists():
-        raise FileNotFoundError(f"model.checkpoint: {checkpoint} does not exist")
     state, cfg, _ = read_checkpoint(path)
     return state, cfg
 
