@@ -1,13 +1,11 @@
 """Stateless numerical kernels of StripedHyena 2: causal FIR filters with carried tails, the modal
-(sum of real decaying exponentials) long filter with carried state, and rotary embeddings.
+(sum of real decaying exponentials) long filter with carried state, rotary embeddings and attention.
 
 Every streaming kernel takes the state left by the previous chunk and returns the new one, so that
 processing a sequence in any chunking reproduces the single full-length call (DESIGN I3).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -148,72 +146,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
 
 
-def blockwise_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible=None,
-                        block: int = 1024) -> torch.Tensor:
-    """Softmax attention over key blocks with an online (running max/sum) softmax.
-
-    Memory is O(Lq * block) instead of O(Lq * T), which keeps streaming over a long cache bounded.
-
-    Args:
-        q: [B, H, Lq, hd]; k, v: [B, H, T, hd].
-        visible: ``visible(start, end)`` -> bool mask [Lq, end - start] (True = may attend) or None
-            when every query sees that key block; None means no mask at all.
-        block: keys per step.
-
-    Returns:
-        [B, H, Lq, hd] in q's dtype (accumulated in fp32). Rows that see no key at all are zero.
-    """
-    scale = q.shape[-1] ** -0.5
-    qf = q.float() * scale
-    shape = q.shape[:-1] + (1,)
-    m = torch.full(shape, -math.inf, device=q.device)
-    denom = torch.zeros(shape, device=q.device)
-    acc = torch.zeros(q.shape, device=q.device)
-    for s in range(0, k.shape[2], block):
-        e = min(k.shape[2], s + block)
-        scores = qf @ k[:, :, s:e].float().transpose(-1, -2)
-        mask = visible(s, e) if visible is not None else None
-        if mask is not None:
-            scores = scores.masked_fill(~mask, -math.inf)
-        m_new = torch.maximum(m, scores.amax(-1, keepdim=True))
-        m_safe = torch.where(torch.isinf(m_new), torch.zeros_like(m_new), m_new)
-        p = torch.exp(scores - m_safe)
-        corr = torch.exp(m - m_safe)
-        denom = denom * corr + p.sum(-1, keepdim=True)
-        acc = acc * corr + p @ v[:, :, s:e].float()
-        m = m_new
-    return (acc / denom.clamp(min=1e-30)).to(q.dtype)
-
-
-def _attention_with_lse(q, k, v, causal: bool):
-    """(output, logsumexp [B, H, Lq]) from PyTorch's fused CPU flash kernel (differentiable)."""
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal)
-    return out, lse
-
-
 def attend_past_and_chunk(q: torch.Tensor, k_past: torch.Tensor | None, v_past: torch.Tensor | None,
                           k_new: torch.Tensor, v_new: torch.Tensor) -> torch.Tensor:
     """Attention of a new chunk: every past key is visible, the chunk's own keys causally.
 
     q, k_new, v_new: [B, H, L, hd] for the same L newest positions; k_past, v_past: [B, H, P, hd]
-    (P may be 0 or None). On the CPU both parts run in the fused flash kernel and are merged with
-    their log-sum-exps, so memory stays O(L) per head instead of the O(L * (P + L)) of a dense mask.
+    (P may be 0 or None). Both parts run in the device's fused kernel and are merged by their
+    log-sum-exps with exact gradients (`focus_nemo.evo2.attention`): memory O(L) per head beyond the
+    keys, no [L x (P + L)] mask, on every device.
     """
-    has_past = k_past is not None and k_past.shape[2] > 0
-    if not has_past:
+    from focus_nemo.evo2.attention import CAUSAL, Part, attention_parts
+
+    if k_past is None or k_past.shape[2] == 0:
         return F.scaled_dot_product_attention(q, k_new, v_new, is_causal=True)
-    if q.device.type != "cpu" or q.dtype not in (torch.float32, torch.bfloat16):
-        P, L = k_past.shape[2], q.shape[2]
-        rows = torch.arange(L, device=q.device)[:, None]
-        return blockwise_attention(
-            q, torch.cat([k_past, k_new], 2), torch.cat([v_past, v_new], 2),
-            lambda s, e: None if e <= P else torch.arange(s - P, e - P, device=q.device)[None, :] <= rows)
-    o1, lse1 = _attention_with_lse(q, k_past, v_past, causal=False)
-    o2, lse2 = _attention_with_lse(q, k_new, v_new, causal=True)
-    lse = torch.logaddexp(lse1, lse2)
-    w1 = torch.exp(lse1 - lse).unsqueeze(-1)
-    w2 = torch.exp(lse2 - lse).unsqueeze(-1)
-    return (o1.float() * w1 + o2.float() * w2).to(q.dtype)
+    return attention_parts(q, [Part(k_past, v_past), Part(k_new, v_new, CAUSAL)])
 
 
 def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, span: int,

@@ -1,13 +1,16 @@
-"""FocusModel: a frozen Evo-2 plus the FOCUS adapter.
+"""The one FOCUS implementation: a frozen backbone plus the FOCUS adapter (DESIGN D13).
 
+`FocusCore` runs over any backbone of `focus_nemo.focus.backbone` (the single-device `Evo2Model`
+here as `FocusModel`; Megatron's tensor-parallel `HyenaModel` in `focus_nemo.nemo.focus_model`).
 Three forward paths compute the same ordinary-base logits (DESIGN I1, I2, D7):
 
 * `forward` (training, one pass): ordinary bases and Focus tokens are kept as two streams. Hyena
   mixers run on the ordinary stream only (Focus tokens bypass them, D2), so the Hyena part is the
   base model's exact full-sequence computation; norms and MLPs run on both streams. Attention runs
-  window-batched: the queries of window j (its bases and its Focus tokens) against the memory (all
-  Focus tokens, masked to windows < j) plus window j itself. That is the D3 block mask evaluated
-  block-sparsely: O(n (n/k + W)) work instead of the dense O(n^2).
+  window by window: the queries of window j (its bases, then its Focus tokens) against the memory
+  (the Focus tokens of windows < j, all visible) and window j itself, as one fused multi-part
+  attention call each (`focus_nemo.evo2.attention`): the D3 block mask evaluated block-sparsely,
+  O(n (n/k + W)) work and no mask over the memory.
 * `forward_dense` (reference): the literal interleaved sequence with the dense boolean mask.
 * `stream` / `forward_chunk` (inference): window by window with Hyena state carried exactly and
   only Focus keys/values kept across windows; each window's Focus tokens are computed when the
@@ -24,28 +27,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from focus_nemo.evo2.attention import CAUSAL, Part, attention_parts
 from focus_nemo.evo2.model import Evo2Model, KVCache, tensor_nbytes
-from focus_nemo.evo2.ops import attend_past_and_chunk
 from focus_nemo.evo2.tokenizer import check_tokens
-from focus_nemo.focus.attention import attend as _attend
-from focus_nemo.focus.attention import windowed_focus_attention
+from focus_nemo.focus.attention import attend
+from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
 from focus_nemo.focus.config import FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
-
-
-class FocusProjections(nn.Module):
-    """Focus q/k/v/o of one attention block: the base shapes, initialised as copies (D6)."""
-
-    def __init__(self, attn) -> None:
-        super().__init__()
-        self.wqkv = nn.Parameter(attn.wqkv.weight.detach().clone())
-        self.out_proj = nn.Linear(attn.out_proj.in_features, attn.out_proj.out_features,
-                                  bias=attn.out_proj.bias is not None)
-        with torch.no_grad():
-            self.out_proj.weight.copy_(attn.out_proj.weight)
-            if attn.out_proj.bias is not None:
-                self.out_proj.bias.copy_(attn.out_proj.bias)
-        self.to(attn.wqkv.weight.device, attn.wqkv.weight.dtype)
 
 
 @dataclass
@@ -53,11 +41,11 @@ class FocusState:
     """Streaming state: Hyena states, and per attention block the Focus memory (K/V of every Focus
     token of completed windows) and the current window's ordinary K/V."""
 
-    hyena: dict = field(default_factory=dict)  # block index -> Hyena state dict
+    hyena: dict = field(default_factory=dict)  # block index -> Hyena state
     memory: dict = field(default_factory=dict)  # block index -> KVCache of Focus entries
     window_kv: dict = field(default_factory=dict)  # block index -> KVCache of this window's bases
-    memory_tokens: Tokens | None = None
-    offset: int = 0  # bases consumed
+    offset: int = 0  # absolute position of the next base
+    memory_pos: torch.Tensor | None = None  # absolute positions of the memory's Focus entries (int64)
     k: int = 0
     window: int = 0
 
@@ -72,8 +60,35 @@ class FocusState:
                 "window": sum(c.nbytes() for c in self.window_kv.values())}
 
 
-class FrozenBaseAdapter(nn.Module):
-    """What every FOCUS model shares: a frozen ``self.base`` and a FocusConfig ``self.config``."""
+def _window_masks(k: int, window: int, scope: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the Focus queries of a complete window see of its own bases [m, W] and of its own Focus
+    tokens [m, m] (DESIGN D3); the same for every window, so computed from window 0."""
+    f = focus_tokens([0], k, window, device)
+    return visible(f, ordinary_tokens(0, window, k, window, device), scope), visible(f, f, scope)
+
+
+class FocusCore(nn.Module):
+    """FOCUS over any backbone (`focus_nemo.focus.backbone`): the frozen base, the Focus embedding
+    vector and per attention block the Focus projections; one-pass forward, dense reference,
+    streaming and generation (see the module docstring)."""
+
+    def __init__(self, backbone, config: FocusConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or FocusConfig()
+        self.backbone = backbone
+        self.base = backbone.module
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.base.eval()
+        self.focus_embedding = nn.Parameter(backbone.focus_embedding_init(self.config.init_token))
+        self.focus_proj = nn.ModuleDict({str(i): backbone.make_focus_projections(i)
+                                         for i in backbone.block_ids() if backbone.is_attention(i)})
+
+    def __setattr__(self, name, value):
+        if name == "backbone":  # a plain object holding the base module: not a submodule
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -81,8 +96,8 @@ class FrozenBaseAdapter(nn.Module):
         return self
 
     def base_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The frozen base model's full-context logits [B, L, V] (the distillation teacher)."""
-        return self.base(tokens)
+        """The frozen base model's full-context fp32 logits [B, L, V] (the distillation teacher)."""
+        return self.backbone.base_logits(tokens)
 
     def focus_parameters(self) -> dict[str, torch.Tensor]:
         """The adapter's tensors (this process's shards for tensor-parallel models), by name."""
@@ -94,9 +109,120 @@ class FrozenBaseAdapter(nn.Module):
         check_k_window(k, window)
         return k, window
 
+    def _check(self, tokens: torch.Tensor) -> torch.Tensor:
+        check_tokens(tokens, self.backbone.vocab_size)
+        return tokens.to(self.backbone.device)
+
+    def _focus_input(self, n: int, batch: int) -> torch.Tensor:
+        return self.backbone.focus_input(self.focus_embedding, n, batch)
+
+    # ------------------------------------------------------------------ one-pass forward
+    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None,
+                memory: bool = True) -> torch.Tensor:
+        """One-pass masked forward over a multi-window sample: tokens [B, n] -> fp32 logits [B, n, V].
+
+        With ``memory=False`` no Focus tokens are used: attention sees only the current window (the
+        fixed-window truncation baseline at the same window; Hyena still reads the whole sample).
+        """
+        tokens = self._check(tokens)
+        k, window = self._ratio(k, window)
+        bb = self.backbone
+        B, n = tokens.shape
+        lay = Layout(n, k, window)
+        dev = tokens.device
+        ordn = lay.ordinary(dev)
+        foc = lay.focus(dev) if memory else Tokens.empty(dev)
+        x = bb.embed(tokens)
+        f = self._focus_input(len(foc), B)
+        masks = _window_masks(k, window, self.config.scope, dev) if len(foc) else None
+        for i in bb.block_ids():
+            if bb.is_attention(i):
+                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks)
+            else:
+                y, _ = bb.mixer(i, bb.pre_norm(i, x))
+                x = x + y
+            x = bb.mlp_residual(i, x)
+            if len(foc):
+                f = bb.mlp_residual(i, f)
+        return bb.head(x)
+
+    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks):
+        """Window j's bases see the memory (Focus tokens of windows < j) and their window causally;
+        its Focus tokens see the memory, their window's bases and Focus tokens through the D3 masks.
+        Each window is one fused multi-part attention call per stream (no mask over the memory)."""
+        bb, fp = self.backbone, self.focus_proj[str(i)]
+        q, kk, v = bb.qkv(i, bb.pre_norm(i, x), ordn.pos)
+        has_focus = len(foc) > 0
+        if has_focus:
+            fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), foc.pos, fp)
+            mask_fw, mask_ff = masks
+        W, m, n = lay.window, lay.focus_per_window, lay.length
+        outs, fouts = [], []
+        for j in range(lay.num_windows):
+            s, e = j * W, min(n, (j + 1) * W)
+            mem = [Part(fk[:, :, : j * m], fv[:, :, : j * m])] if has_focus and j else []
+            outs.append(attention_parts(q[:, :, s:e], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], CAUSAL)]))
+            if has_focus and j < lay.focus_windows:
+                a, b = j * m, (j + 1) * m
+                fouts.append(attention_parts(fq[:, :, a:b], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], mask_fw),
+                                                            Part(fk[:, :, a:b], fv[:, :, a:b], mask_ff)]))
+        x = x + bb.attn_out(i, torch.cat(outs, 2))
+        if has_focus:
+            f = f + bb.attn_out(i, torch.cat(fouts, 2), fp)
+        return x, f
+
+    # ------------------------------------------------------------------ dense reference
+    def forward_dense(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
+        """Reference: the interleaved sequence with the dense D3 mask (O(n^2) memory; tests only)."""
+        tokens = self._check(tokens)
+        k, window = self._ratio(k, window)
+        bb, d = self.backbone, self.backbone.seq_dim
+        B, n = tokens.shape
+        toks, src = Layout(n, k, window).interleaved(tokens.device)
+        is_f = toks.is_focus
+        ord_idx = torch.nonzero(~is_f).squeeze(1)
+        sel = seq_mask(is_f, d)
+        emb = seq_take(bb.embed(tokens), d, src.clamp(min=0))
+        x = torch.where(sel, self._focus_input(len(toks), B), emb)
+        mask = visible(toks, toks, self.config.scope)
+        for i in bb.block_ids():
+            h = bb.pre_norm(i, x)
+            if bb.is_attention(i):
+                fp = self.focus_proj[str(i)]
+                q, kk, v = bb.qkv(i, h, toks.pos)
+                fq, fk, fv = bb.qkv(i, h, toks.pos, fp)
+                hsel = is_f[None, None, :, None]
+                q, kk, v = torch.where(hsel, fq, q), torch.where(hsel, fk, kk), torch.where(hsel, fv, v)
+                o = attend(q, kk, v, mask[None, None])
+                x = x + torch.where(sel, bb.attn_out(i, o, fp), bb.attn_out(i, o))
+            else:
+                y, _ = bb.mixer(i, seq_take(h, d, ord_idx))
+                x = x.index_add(d, ord_idx, y)
+            x = bb.mlp_residual(i, x)
+        return bb.head(seq_take(x, d, ord_idx))
+
+    # ------------------------------------------------------------------ streaming
+    def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None,
+                   offset: int = 0) -> FocusState:
+        """An empty streaming state; the stream's first base sits at absolute position `offset`
+        (a multiple of the window: a stream starts at a window boundary)."""
+        k, window = self._ratio(k, window)
+        if not isinstance(offset, int) or offset < 0 or offset % window:
+            raise ValueError(f"init_state: offset must be a non-negative multiple of the window {window}, "
+                             f"got {offset!r}")
+        bb = self.backbone
+        st = FocusState(k=k, window=window, offset=offset,
+                        memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device))
+        for i in bb.block_ids():
+            if bb.is_attention(i):
+                st.memory[i], st.window_kv[i] = KVCache(), KVCache()
+            else:
+                st.hyena[i] = bb.init_mixer_state(i, batch_size)
+        return st
+
     def stream(self, tokens: torch.Tensor, chunk_size: int | None = None, k: int | None = None,
-               window: int | None = None, state=None):
-        """Yield logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
+               window: int | None = None, state: FocusState | None = None):
+        """Yield fp32 logits for consecutive chunks of tokens [B, L] with bounded attention memory."""
         if state is None:
             state = self.init_state(tokens.shape[0], k, window)
         chunk_size = chunk_size or state.window
@@ -106,9 +232,15 @@ class FrozenBaseAdapter(nn.Module):
             logits, state = self.forward_chunk(tokens[:, s: s + chunk_size], state)
             yield logits
 
-    def _consume(self, tokens: torch.Tensor, state):
-        """Feed bases piece by piece, cut at window boundaries (`_window_piece`), and compress each
-        window as it completes (`_compress_window`); returns (logits [B, c, V], state)."""
+    def forward_chunk(self, tokens: torch.Tensor, state: FocusState) -> tuple[torch.Tensor, FocusState]:
+        """Consume the next bases [B, c] (any c >= 1); returns their fp32 logits [B, c, V] and the state.
+
+        The chunk is cut at window boundaries; when a window completes, its Focus tokens are run and
+        appended to the memory and the window's ordinary keys/values are dropped.
+        """
+        tokens = self._check(tokens)
+        if tokens.shape[1] == 0:
+            raise ValueError("forward_chunk: empty chunk")
         out, start = [], 0
         while start < tokens.shape[1]:
             room = state.window - state.offset % state.window
@@ -119,162 +251,48 @@ class FrozenBaseAdapter(nn.Module):
                 self._compress_window(state, tokens.shape[0])
         return torch.cat(out, 1), state
 
-
-class FocusModel(FrozenBaseAdapter):
-    """Frozen Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
-
-    def __init__(self, base: Evo2Model, config: FocusConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or FocusConfig()
-        self.base = base
-        for p in self.base.parameters():
-            p.requires_grad_(False)
-        self.base.eval()
-        emb = base.embedding.weight
-        self.focus_embedding = nn.Parameter(emb[self.config.init_token].detach().clone())
-        self.focus_proj = nn.ModuleDict(
-            {str(i): FocusProjections(b.attn) for i, b in enumerate(base.blocks) if b.is_attention}
-        )
-
-    # ------------------------------------------------------------------ parameters
-    def _focus_input(self, n: int, batch: int, dtype) -> torch.Tensor:
-        return self.focus_embedding.to(dtype).expand(batch, n, -1)
-
-    # ------------------------------------------------------------------ one-pass forward
-    def forward(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None,
-                memory: bool = True) -> torch.Tensor:
-        """One-pass masked forward over a multi-window sample: tokens [B, n] -> logits [B, n, V].
-
-        With ``memory=False`` no Focus tokens are used: attention sees only the current window (the
-        fixed-window truncation baseline at the same window; Hyena still reads the whole sample).
-        """
-        check_tokens(tokens, self.base.config.vocab_size)
-        k, window = self._ratio(k, window)
-        B, n = tokens.shape
-        lay = Layout(n, k, window)
-        dev = tokens.device
-        ordn, foc = lay.ordinary(dev), (lay.focus(dev) if memory else Tokens.empty(dev))
-        x = self.base.embed(tokens)
-        f = self._focus_input(len(foc), B, x.dtype)
-        for i, block in enumerate(self.base.blocks):
-            if block.is_attention:
-                x, f = self._attention_onepass(i, block, x, f, lay, ordn, foc)
-            else:
-                y, _ = block.mixer(block.pre_norm(x))
-                x = x + y
-            x = block.mlp_residual(x)
-            if len(foc):
-                f = block.mlp_residual(f)
-        return self.base.head(x)
-
-    def _attention_onepass(self, i, block, x, f, lay: Layout, ordn: Tokens, foc: Tokens):
-        attn, fp = block.attn, self.focus_proj[str(i)]
-        q, kk, v = attn.qkv(block.pre_norm(x), ordn.pos)
-        fq = fk = fv = None
-        if len(foc):
-            fq, fk, fv = attn.qkv(block.pre_norm(f), foc.pos, wqkv=fp.wqkv)
-        o_ord, o_f = windowed_focus_attention(q, kk, v, fq, fk, fv, lay, foc, self.config.scope)
-        x = x + attn.out_proj(attn.merge_heads(o_ord))
-        if o_f is not None:
-            f = f + fp.out_proj(attn.merge_heads(o_f))
-        return x, f
-
-    # ------------------------------------------------------------------ dense reference
-    def forward_dense(self, tokens: torch.Tensor, k: int | None = None, window: int | None = None) -> torch.Tensor:
-        """Reference: the interleaved sequence with the dense D3 mask (O(n^2) memory; tests only)."""
-        check_tokens(tokens, self.base.config.vocab_size)
-        k, window = self._ratio(k, window)
-        B, n = tokens.shape
-        lay = Layout(n, k, window)
-        toks, src = lay.interleaved(tokens.device)
-        is_f = toks.is_focus
-        ord_idx = torch.nonzero(~is_f).squeeze(1)
-        emb = self.base.embed(tokens.clamp(min=0))
-        x = torch.where(is_f[None, :, None], self.focus_embedding.to(emb.dtype),
-                        emb[:, src.clamp(min=0)])
-        mask = visible(toks, toks, self.config.scope)
-        for i, block in enumerate(self.base.blocks):
-            h = block.pre_norm(x)
-            if block.is_attention:
-                attn, fp = block.attn, self.focus_proj[str(i)]
-                q, kk, v = attn.qkv(h, toks.pos)
-                fq, fk, fv = attn.qkv(h, toks.pos, wqkv=fp.wqkv)
-                sel = is_f[None, None, :, None]
-                q, kk, v = torch.where(sel, fq, q), torch.where(sel, fk, kk), torch.where(sel, fv, v)
-                o = attn.merge_heads(_attend(q, kk, v, mask[None, None]))
-                x = x + torch.where(is_f[None, :, None], fp.out_proj(o), attn.out_proj(o))
-            else:
-                y, _ = block.mixer(h[:, ord_idx])
-                x = x.index_add(1, ord_idx, y)
-            x = block.mlp_residual(x)
-        return self.base.head(x[:, ord_idx])
-
-    # ------------------------------------------------------------------ streaming
-    def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None) -> FocusState:
-        k, window = self._ratio(k, window)
-        p = self.base.embedding.weight
-        st = FocusState(k=k, window=window, memory_tokens=Tokens.empty(p.device))
-        for i, b in enumerate(self.base.blocks):
-            if b.is_attention:
-                st.memory[i], st.window_kv[i] = KVCache(), KVCache()
-            else:
-                st.hyena[i] = b.mixer.init_state(batch_size, p.device, p.dtype)
-        return st
-
-    def forward_chunk(self, tokens: torch.Tensor, state: FocusState) -> tuple[torch.Tensor, FocusState]:
-        """Consume the next bases [B, c] (any c >= 1); returns their logits [B, c, V] and the state.
-
-        The chunk is cut at window boundaries; when a window completes, its Focus tokens are run and
-        appended to the memory and the window's ordinary keys/values are dropped.
-        """
-        check_tokens(tokens, self.base.config.vocab_size)
-        if tokens.shape[1] == 0:
-            raise ValueError("forward_chunk: empty chunk")
-        return self._consume(tokens, state)
-
     def _window_piece(self, tokens: torch.Tensor, st: FocusState) -> torch.Tensor:
+        bb = self.backbone
         a, c = st.offset, tokens.shape[1]
-        q_desc = ordinary_tokens(a, a + c, st.k, st.window, tokens.device)
-        x = self.base.embed(tokens)
-        for i, block in enumerate(self.base.blocks):
-            h = block.pre_norm(x)
-            if block.is_attention:
-                attn = block.attn
-                q, kk, v = attn.qkv(h, q_desc.pos)
+        positions = torch.arange(a, a + c, device=tokens.device)
+        x = bb.embed(tokens)
+        for i in bb.block_ids():
+            h = bb.pre_norm(i, x)
+            if bb.is_attention(i):
+                q, kk, v = bb.qkv(i, h, positions)
                 mem, win = st.memory[i], st.window_kv[i]
-                # An ordinary base sees the whole memory and its window's earlier bases (all
-                # visible) and this chunk causally (DESIGN D3; the scope concerns Focus queries only).
-                past_k, past_v = KVCache.concat([mem, win])
-                o = attend_past_and_chunk(q, past_k, past_v, kk, v)
+                # An ordinary base sees the whole memory and its window's earlier bases, and this
+                # chunk causally (DESIGN D3); three parts of one fused call, nothing concatenated.
+                past = [Part(*c.view()) for c in (mem, win) if c.length]
+                o = attention_parts(q, [*past, Part(kk, v, CAUSAL)])
                 win.append(kk, v)
-                x = x + attn.out_proj(attn.merge_heads(o))
+                x = x + bb.attn_out(i, o)
             else:
-                y, st.hyena[i] = block.mixer(h, st.hyena[i], need_state=True)
+                y, st.hyena[i] = bb.mixer(i, h, st.hyena[i], need_state=True)
                 x = x + y
-            x = block.mlp_residual(x)
+            x = bb.mlp_residual(i, x)
         st.offset += c
-        return self.base.head(x)
+        return bb.head(x)
 
     def _compress_window(self, st: FocusState, batch: int) -> None:
         """Run the completed window's Focus tokens through every block; keep only their K/V."""
+        bb = self.backbone
         j = st.offset // st.window - 1
         dev = self.focus_embedding.device
         f_desc = focus_tokens([j], st.k, st.window, dev)
-        w_desc = ordinary_tokens(j * st.window, (j + 1) * st.window, st.k, st.window, dev)
-        f = self._focus_input(len(f_desc), batch, self.base.embedding.weight.dtype)
-        for i, block in enumerate(self.base.blocks):
-            if block.is_attention:
-                attn, fp, mem, win = block.attn, self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
-                fq, fk, fv = attn.qkv(block.pre_norm(f), f_desc.pos, wqkv=fp.wqkv)
-                past_k, past_v = KVCache.concat([mem, win])
-                ks, vs = torch.cat([past_k, fk], 2), torch.cat([past_v, fv], 2)
-                k_desc = Tokens.cat([st.memory_tokens, w_desc, f_desc])
-                mask = visible(f_desc, k_desc, self.config.scope)
-                f = f + fp.out_proj(attn.merge_heads(_attend(fq, ks, vs, mask)))
+        mask_fw, mask_ff = _window_masks(st.k, st.window, self.config.scope, dev)
+        f = self._focus_input(len(f_desc), batch)
+        for i in bb.block_ids():
+            if bb.is_attention(i):
+                fp, mem, win = self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
+                fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), f_desc.pos, fp)
+                parts = [Part(*mem.view())] if mem.length else []
+                parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
+                f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
                 st.window_kv[i] = KVCache()
-            f = block.mlp_residual(f)
-        st.memory_tokens = Tokens.cat([st.memory_tokens, f_desc])
+            f = bb.mlp_residual(i, f)
+        st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -313,6 +331,18 @@ class FocusModel(FrozenBaseAdapter):
                 last = logits[:, -1].float()
         return torch.stack(out, 1), state
 
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.focus_parameters().values())
+        base = sum(p.numel() for p in self.base.parameters())
+        return json.dumps({"focus_params": n, "base_params": base, **self.config.to_dict()})
+
+
+class FocusModel(FocusCore):
+    """Frozen single-device Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
+
+    def __init__(self, base: Evo2Model, config: FocusConfig | None = None) -> None:
+        super().__init__(Evo2Backbone(base), config)
+
     # ------------------------------------------------------------------ adapter files
     def save_adapter(self, path: str | Path, extra: dict | None = None) -> Path:
         from focus_nemo.focus.adapter import save_adapter
@@ -324,7 +354,3 @@ class FocusModel(FrozenBaseAdapter):
 
         load_adapter(self, path)
         return self
-
-    def describe(self) -> str:
-        n = sum(p.numel() for p in self.focus_parameters().values())
-        return json.dumps({"focus_params": n, "base_params": self.base.num_parameters(), **self.config.to_dict()})

@@ -132,22 +132,3 @@ def test_bf16_streaming_runs():
         streamed = torch.cat(list(model.stream(tokens, 50)), 1).float()
     assert torch.isfinite(full).all()
     assert (streamed - full).abs().max() < 0.1 * max(1.0, float(full.abs().max()))
-
-
-def test_blockwise_attention_matches_sdpa():
-    from focus_nemo.evo2.ops import blockwise_attention
-
-    g = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 3, 50, 8, generator=g)
-    k = torch.randn(2, 3, 300, 8, generator=g)
-    v = torch.randn(2, 3, 300, 8, generator=g)
-    mask = torch.rand(50, 300, generator=g) > 0.3
-    mask[7] = False  # a row that sees nothing gives zeros
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask | (~mask.any(-1, keepdim=True)))
-    out = blockwise_attention(q, k, v, lambda s, e: mask[:, s:e], block=64)
-    keep = torch.ones(50, dtype=torch.bool)
-    keep[7] = False
-    assert torch.allclose(out[:, :, keep], ref[:, :, keep], atol=1e-5)
-    assert torch.equal(out[:, :, 7], torch.zeros_like(out[:, :, 7]))
-    assert torch.allclose(blockwise_attention(q, k, v, None, block=37),
-                          torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-5)
