@@ -193,10 +193,10 @@ def test_vcf_multiallelic_split_and_unsupported_alleles(fm, fasta, tmp_path):
                                                            ("chr1", 20, "<DEL>")]
     out = tmp_path / "s.tsv"
     where = rf"calls\.vcf\.gz line 5 \(chr1:20 {r20}><DEL>\)"
-    with pytest.raises(ScoringError, match=rf"{where}: cannot score: ALT '<DEL>'"):
-        score_variants(vcf, fasta, out, fm, flank=10, progress=False)
-    counts = score_variants(vcf, fasta, out, fm, flank=10, on_unsupported="skip", progress=False)
-    assert (counts["ok"], counts["unsupported"]) == (2, 1)
+    with pytest.raises(ScoringError, match=rf"{where}: cannot score: ALT '<DEL>' is a symbolic allele"):
+        score_variants(vcf, fasta, out, fm, flank=10, on_unsupported="error", progress=False)
+    counts = score_variants(vcf, fasta, out, fm, flank=10, progress=False)  # real VCFs: flagged by default
+    assert (counts["ok"], counts["unsupported"], counts["unsupported_kinds"]) == (2, 1, {"symbolic": 1})
     rows = read_tsv(out)
     assert [r["alt"] for r in rows] == [*alts5, "<DEL>"] and rows[2]["status"] == "unsupported"
     genome = open_genome(fasta)
@@ -218,7 +218,7 @@ def test_vcf_multiallelic_split_and_unsupported_alleles(fm, fasta, tmp_path):
 def test_bad_rows_are_errors_naming_the_row(fm, fasta, tmp_path, rows, pattern):
     variants = write_tsv(tmp_path / "v.tsv", rows)
     with pytest.raises(ScoringError, match=pattern):
-        score_variants(variants, fasta, tmp_path / "s.tsv", fm, flank=5, progress=False)
+        score_variants(variants, fasta, tmp_path / "s.tsv", fm, flank=5, on_unsupported="error", progress=False)
 
 
 def test_malformed_variant_files(tmp_path):
