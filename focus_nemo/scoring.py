@@ -18,7 +18,12 @@ and no logits outlive their chunk. Output directory:
   nats with 9 significant digits (exact for float32). Unscored positions have no line (bedGraph's way
   of saying "no data"); their counts are in ``summary.tsv``.
 * ``summary.tsv``: one row per finished record (columns in `SUMMARY_COLUMNS`). ``not_scored`` =
-  ``n_bases + iupac_bases + 1`` when the first base is A/C/G/T, else ``n_bases + iupac_bases``.
+  ``n_bases + iupac_bases + 1`` when the first base is A/C/G/T, else ``n_bases + iupac_bases``. ``status``
+  is ``scored``; ``nothing_scored`` for a record streamed without a single scored base (only N/IUPAC, or
+  one base), with the reason in ``note``; ``skipped`` for an empty record (a header with no sequence),
+  which gets a row but no output files.
+* A run that ends with no scored base in the directory at all is an error (after ``summary.tsv`` is
+  written), unless ``allow_empty=True`` (``--allow-empty``) asks for it.
 * ``manifest.json``: the scoring settings and, per finished record, its output files with SHA-256,
   its length and the SHA-256 of its sequence.
 
@@ -48,7 +53,22 @@ replaced by ALT. Both windows are read from their first base as a fresh sequence
 prediction and non-ACGT bases are not scored (the same flank positions in both windows). For an indel
 the alt window is ``len(ALT) - len(REF)`` bases longer; its right flank holds the same bases as the
 reference's, shifted, and ``delta_ll`` includes the scores of the inserted bases (or lacks those of the
-deleted ones), so it scales with the indel's length. The left flank and the common prefix of REF and ALT
+deleted ones), so it scales with the indel's length (about -1.4 nats per inserted base, +1.4 per deleted
+one, whatever the sequence). Two length-fair columns go with it:
+
+* ``delta_ll_flank``: the change in log-likelihood of the shared right flank (the ``scored_flank`` scored
+  positions of ``[end, end + flank)``, the same bases in both windows) given the changed prefix: the
+  variant's effect on how well the model predicts what follows it. The left flank and the alleles'
+  common prefix are identical in both windows, so this is ``delta_ll`` minus the scores of the differing
+  allele bases themselves. Empty (NaN) when the right flank has no scored base (REF at a record's end).
+* ``delta_mean_ll``: ``ll_alt / scored_alt - ll_ref / scored_ref``, the change in the mean score per
+  scored base of the window.
+
+Which to use: for SNVs and other same-length changes (MNVs) ``delta_ll`` (both windows have the same
+positions; it includes the changed bases' own probability and their effect on the flank). To rank indels,
+and to compare indels with SNVs, use ``delta_ll_flank``: it compares the same bases in the same order and
+does not grow with the indel's length; ``delta_mean_ll`` is a per-base summary of the whole window that
+still mixes in the composition of the inserted or deleted bases. The left flank and the common prefix of REF and ALT
 are streamed once; the streaming state is then copied and the two remaining suffixes are streamed from
 it (identical to scoring both windows independently, since the state after the shared prefix is the
 same). The window's first base sits at model position 0, as in `score_fasta` at a record's start.
@@ -92,9 +112,9 @@ FORMATS = ("npz", "bedgraph")
 SUFFIX = {"npz": ".npz", "bedgraph": ".bedgraph.gz"}
 SUMMARY_COLUMNS = ("record", "length", "scored", "not_scored", "n_bases", "iupac_bases", "soft_masked",
                    "soft_masked_scored", "sum_ll_nats", "mean_ll_nats", "bits_per_base", "perplexity",
-                   "seconds", "bases_per_s")
-VARIANT_COLUMNS = ("window_start", "window_end", "ll_ref", "ll_alt", "delta_ll", "scored_ref", "scored_alt",
-                   "status", "note")
+                   "seconds", "bases_per_s", "status", "note")
+VARIANT_COLUMNS = ("window_start", "window_end", "ll_ref", "ll_alt", "delta_ll", "delta_ll_flank", "delta_mean_ll",
+                   "scored_ref", "scored_alt", "scored_flank", "status", "note")
 DEFAULT_CHUNK = 8192
 DEFAULT_READ = 1 << 20
 _LOCK = ".score_fasta.lock"
@@ -411,12 +431,15 @@ def _write_manifest(out: Path, manifest: dict) -> None:
 def _fmt(value) -> str:
     if value is None:
         return "nan"
+    if isinstance(value, str):
+        return value
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _write_summary(out: Path, manifest: dict) -> list[dict]:
     rows = [rec["stats"] for rec in manifest["records"].values()]
-    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r[c]) for c in SUMMARY_COLUMNS) for r in rows]
+    rows += [row for name, row in manifest.get("not_scored", {}).items() if name not in manifest["records"]]
+    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r.get(c)) for c in SUMMARY_COLUMNS) for r in rows]
     atomic_write_bytes(out / SUMMARY, ("\n".join(lines) + "\n").encode())
     return rows
 
@@ -527,7 +550,7 @@ def _from_rank0(obj, world: int):
 def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str] | None = None,
                 k: int | None = None, window: int | None = None, formats: str | Sequence[str] = "npz",
                 chunk_size: int = DEFAULT_CHUNK, read_size: int = DEFAULT_READ, resume: bool = False,
-                progress: bool = True, info: dict | None = None) -> ScoreRun:
+                progress: bool = True, info: dict | None = None, allow_empty: bool = False) -> ScoreRun:
     """Score every base of the records of a FASTA file by streaming them through FOCUS.
 
     Under an initialised `torch.distributed` every rank must call this with the same arguments and its
@@ -546,9 +569,13 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             records; without it the directory must not exist or be empty.
         progress: show a progress bar (rank 0 only).
         info: extra entries recorded in the manifest (not compared on resume), e.g. checkpoint paths.
+        allow_empty: accept a run whose output directory ends with no scored base at all (every record
+            empty, only N/IUPAC, or a single base); by default that is an error, raised after
+            ``summary.tsv`` is written with the reason for each record.
 
     Raises:
-        ScoringError: unusable output directory, settings or sequence differing from the directory's.
+        ScoringError: unusable output directory, settings or sequence differing from the directory's, or
+            nothing scored (unless `allow_empty`).
     """
     from focus_nemo.data import open_genome
 
@@ -560,7 +587,10 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
         raise ValueError(f"read_size: must be >= 1, got {read_size}")
     formats = parse_formats(formats)
     settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
-    names = genome.records(records)
+    requested = list(dict.fromkeys(genome.resolve(n) for n in (genome.names if records is None else records)))
+    names = genome.records(records)  # empty records left out (FastaWarning) or an error, per the FASTA policy
+    empty = {n: _not_scored_row(n, "skipped", "empty record (a header with no sequence)")
+             for n in requested if n not in set(names)}
     stems: dict[str, str] = {}
     for name in names:
         stem = safe_stem(name)
@@ -575,6 +605,7 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             try:
                 manifest, todo = _open_run(stack, out, settings, resume, names, stems, formats, genome, read_size,
                                            run)
+                manifest["not_scored"] = empty
                 manifest["info"] = {**manifest.get("info", {}), **(info or {}), "chunk_size": chunk_size,
                                     "device": str(next(fm.parameters()).device)}
                 if world > 1 or "tensor_parallel" in manifest["info"]:
@@ -604,10 +635,32 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                 _write_manifest(out, manifest)
                 _write_summary(out, manifest)
                 run.scored.append(name)
+        nothing = None
         if rank == 0:
             _write_manifest(out, manifest)
             run.summary = _write_summary(out, manifest)
+            if not allow_empty and not any(r["scored"] for r in run.summary):
+                why = "; ".join(f"{r['record']}: {r.get('note') or 'nothing scored'}" for r in run.summary)
+                nothing = (f"{out}: nothing was scored ({why or 'no records'}); the reasons are in {SUMMARY}. "
+                           f"Pass allow_empty=True (--allow-empty) to accept a run that scores nothing")
+        nothing = _from_rank0(nothing, world)
+        if nothing is not None:
+            raise ScoringError(nothing)
     return run
+
+
+def _not_scored_row(name: str, status: str, note: str, length: int = 0) -> dict:
+    """Summary row of a record that was not streamed."""
+    return {"record": name, "length": length, "scored": 0, "not_scored": length, "n_bases": 0, "iupac_bases": 0,
+            "soft_masked": 0, "soft_masked_scored": 0, "sum_ll_nats": 0.0, "mean_ll_nats": None,
+            "bits_per_base": None, "perplexity": None, "seconds": None, "bases_per_s": None, "status": status,
+            "note": note}
+
+
+def _nothing_scored_note(n: int, first_acgt: bool, n_bases: int, iupac: int) -> str:
+    if n == 1 and first_acgt:
+        return "a single base: the first base of a sequence has no prediction"
+    return f"no A/C/G/T base after the first ({n_bases} N, {iupac} other IUPAC code(s) of {n} bases)"
 
 
 def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bool, names: list[str],
@@ -698,6 +751,9 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
                 "bits_per_base": None if mean is None else -mean / math.log(2),
                 "perplexity": None if mean is None else math.exp(-mean),
                 "seconds": seconds, "bases_per_s": n / seconds if seconds > 0 else None,
+                "status": "scored" if counts["scored"] else "nothing_scored",
+                "note": "" if counts["scored"] else _nothing_scored_note(n, first_acgt, counts["n_bases"],
+                                                                        counts["iupac_bases"]),
             }
             meta = {"record": name, "length": n, "units": UNITS, "score": SCORE_DEFINITION, "k": k,
                     "window": window, "first_base_acgt": first_acgt,
@@ -852,15 +908,26 @@ def _read_tsv(path: Path, fh) -> tuple[list[str], list[Variant]]:
     return cols, out
 
 
-def _unsupported(v: Variant) -> str | None:
-    """Why the variant cannot be scored as a sequence change, or None when it can."""
+UNSUPPORTED_KINDS = ("missing", "spanning_deletion", "symbolic", "breakend", "not_acgt", "alt_equals_ref")
+"""Kinds of allele `score_variants` cannot score as a sequence change, counted in its result."""
+
+
+def _unsupported(v: Variant) -> tuple[str, str] | None:
+    """(kind, why) when the variant cannot be scored as a sequence change (kinds in `UNSUPPORTED_KINDS`),
+    or None when it can."""
     for what, allele in (("REF", v.ref), ("ALT", v.alt)):
-        if not allele or allele in (".", "*") or allele.startswith("<") or any(c in allele for c in "[]"):
-            return f"{what} {allele!r} is a missing, symbolic, breakend or spanning-deletion allele"
+        if not allele or allele == ".":
+            return "missing", f"{what} {allele!r} is a missing allele"
+        if allele == "*":
+            return "spanning_deletion", f"{what} '*' is a spanning-deletion allele (an overlapping deletion)"
+        if allele.startswith("<"):
+            return "symbolic", f"{what} {allele!r} is a symbolic allele (a structural variant, no sequence)"
+        if any(c in allele for c in "[]"):
+            return "breakend", f"{what} {allele!r} is a breakend allele"
         if not all(c in "ACGTacgt" for c in allele):
-            return f"{what} {allele!r} has a base other than A/C/G/T"
+            return "not_acgt", f"{what} {allele!r} has a base other than A/C/G/T"
     if v.ref.upper() == v.alt.upper():
-        return "ALT equals REF"
+        return "alt_equals_ref", "ALT equals REF"
     return None
 
 
@@ -874,12 +941,27 @@ class VariantScore:
     ll_alt: float
     scored_ref: int
     scored_alt: int
+    flank_ref: float = math.nan  # sum over the scored positions of the shared right flank, reference window
+    flank_alt: float = math.nan  # the same positions' bases in the alt window
+    scored_flank: int = 0
     ref_scores: np.ndarray | None = None
     alt_scores: np.ndarray | None = None
 
     @property
     def delta_ll(self) -> float:
         return self.ll_alt - self.ll_ref
+
+    @property
+    def delta_ll_flank(self) -> float:
+        """Log-likelihood change of the shared right flank given the changed prefix (NaN without one)."""
+        return self.flank_alt - self.flank_ref if self.scored_flank else math.nan
+
+    @property
+    def delta_mean_ll(self) -> float:
+        """Change of the mean score per scored base of the window (NaN when a window has none)."""
+        if not (self.scored_ref and self.scored_alt):
+            return math.nan
+        return self.ll_alt / self.scored_alt - self.ll_ref / self.scored_ref
 
 
 def variant_windows(genome, chrom: str, start: int, ref: str, alt: str, flank: int
@@ -914,30 +996,46 @@ def score_variant(fm, genome, chrom: str, pos: int, ref: str, alt: str, flank: i
     full = [np.concatenate([pre, suf]) for suf in suffixes]
     sums = [float(np.nansum(x.astype(np.float64))) for x in full]
     counts = [int((~np.isnan(x)).sum()) for x in full]
-    return VariantScore(ws, we, sums[0], sums[1], counts[0], counts[1],
+    # the shared right flank: the last len(right) positions of both windows (same bases, same NaN positions)
+    flanks = [x[x.shape[0] - right.shape[0]:] for x in full]
+    flank_sums = [float(np.nansum(x.astype(np.float64))) for x in flanks]
+    scored_flank = int((~np.isnan(flanks[0])).sum())
+    if scored_flank != int((~np.isnan(flanks[1])).sum()):  # only if a flank base could be the first of a window
+        raise RuntimeError(f"{chrom}:{pos}: right flank scored at different positions in the two windows")
+    return VariantScore(ws, we, sums[0], sums[1], counts[0], counts[1], flank_sums[0], flank_sums[1], scored_flank,
                         *(full if keep_scores else (None, None)))
 
 
 def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, fm, *, flank: int = 8192,
                    k: int | None = None, window: int | None = None, chunk_size: int = DEFAULT_CHUNK,
-                   on_ref_mismatch: str = "error", on_unsupported: str = "error", overwrite: bool = False,
-                   progress: bool = True) -> dict:
+                   on_ref_mismatch: str = "error", on_unsupported: str = "skip", overwrite: bool = False,
+                   progress: bool = True, allow_empty: bool = False) -> dict:
     """Score every variant of a VCF/TSV against a reference FASTA; write a TSV (definitions in the module
     docstring). Every input row is checked before any scoring starts.
 
     Output columns: the input columns, then ``window_start window_end`` (0-based half-open on the
-    reference), ``ll_ref ll_alt delta_ll`` (nats), ``scored_ref scored_alt`` (positions summed),
-    ``status`` (``ok``, ``ref_mismatch`` or ``unsupported``) and ``note`` (why a row was not scored).
+    reference), ``ll_ref ll_alt delta_ll`` (nats), ``delta_ll_flank`` (change on the shared right flank)
+    and ``delta_mean_ll`` (change of the per-base mean), ``scored_ref scored_alt scored_flank`` (positions
+    summed), ``status`` (``ok``, ``ref_mismatch`` or ``unsupported``) and ``note`` (why a row was not
+    scored). Use ``delta_ll`` for SNVs/MNVs and ``delta_ll_flank`` to rank indels (module docstring).
 
     Args:
         on_ref_mismatch: ``error`` (default) stops at the first REF that differs from the reference (case
             ignored), naming the row; ``skip`` writes the row with status ``ref_mismatch`` and no scores.
-        on_unsupported: the same for alleles that are not plain A/C/G/T sequences (symbolic ``<DEL>``,
-            breakends, ``*``, ``N``/IUPAC bases, ALT equal to REF): status ``unsupported``.
+        on_unsupported: alleles that are not plain A/C/G/T sequences (symbolic ``<DEL>``, breakends, ``*``,
+            missing ``.``, ``N``/IUPAC bases, ALT equal to REF), common in real VCFs (gnomAD, ClinVar):
+            ``skip`` (default) writes the row with status ``unsupported``, the reason in ``note``, and
+            counts it by kind; ``error`` stops at the first one, naming the row.
         overwrite: replace an existing output file (otherwise an error).
+        allow_empty: accept a file in which no row could be scored; by default that is an error, raised
+            after the output (with each row's reason) is written.
 
     Returns:
-        counts: ``rows``, ``ok``, ``ref_mismatch``, ``unsupported``, plus ``seconds``.
+        counts: ``rows``, ``ok``, ``ref_mismatch``, ``unsupported``, ``unsupported_kinds`` (kind -> rows,
+        kinds in `UNSUPPORTED_KINDS`), plus ``seconds``.
+
+    Raises:
+        ScoringError: a bad row or file (named), or no row scored (unless `allow_empty`).
     """
     from focus_nemo.data import open_genome
     from focus_nemo.data.fasta import RecordNotFoundError
@@ -957,11 +1055,14 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
     cols, rows = read_variants(variants)
 
     plan: list[tuple[Variant, str, str, str]] = []  # variant, resolved record, status, note
+    kinds = dict.fromkeys(UNSUPPORTED_KINDS, 0)
     for v in rows:
-        why = _unsupported(v)
-        if why is not None:
+        unsupported = _unsupported(v)
+        if unsupported is not None:
+            kind, why = unsupported
             if on_unsupported == "error":
                 raise ScoringError(f"{v.describe()}: cannot score: {why} (on_unsupported='skip' flags such rows)")
+            kinds[kind] += 1
             plan.append((v, "", "unsupported", why))
             continue
         try:
@@ -978,7 +1079,8 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
             continue
         plan.append((v, rec, "ok", ""))
 
-    counts = {"rows": len(plan), "ok": 0, "ref_mismatch": 0, "unsupported": 0}
+    counts = {"rows": len(plan), "ok": 0, "ref_mismatch": 0, "unsupported": 0,
+              "unsupported_kinds": {k: n for k, n in kinds.items() if n}}
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     with _temp_output(out) as tmp:
@@ -991,15 +1093,25 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
                 if status == "ok":
                     s = score_variant(fm, genome, rec, v.pos, v.ref, v.alt, flank, k, window, chunk_size)
                     values += [str(s.window_start), str(s.window_end), f"{s.ll_ref:.6f}", f"{s.ll_alt:.6f}",
-                               f"{s.delta_ll:.6f}", str(s.scored_ref), str(s.scored_alt), status, note]
+                               f"{s.delta_ll:.6f}", f"{s.delta_ll_flank:.6f}", f"{s.delta_mean_ll:.6f}",
+                               str(s.scored_ref), str(s.scored_alt), str(s.scored_flank), status, note]
                 else:
-                    values += [""] * 7 + [status, note]
+                    values += [""] * (len(VARIANT_COLUMNS) - 2) + [status, note]
                 fh.write("\t".join(values) + "\n")
                 bar.advance(task)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out)
     counts["seconds"] = time.perf_counter() - t0
+    if counts["unsupported"]:
+        logger.warning("%s: %d row(s) not scored: unsupported alleles (%s); their rows have status 'unsupported'",
+                       variants, counts["unsupported"],
+                       ", ".join(f"{n} {k}" for k, n in counts["unsupported_kinds"].items()))
+    if not counts["ok"] and not allow_empty:
+        raise ScoringError(
+            f"{variants}: no variant was scored ({counts['rows']} row(s): {counts['ref_mismatch']} REF mismatch, "
+            f"{counts['unsupported']} unsupported); each row's reason is in {out}. Pass allow_empty=True "
+            f"(--allow-empty) to accept a run that scores nothing")
     return counts
 
 
@@ -1011,7 +1123,8 @@ def read_tsv(path: str | os.PathLike) -> list[dict[str, str]]:
 
 __all__ = [
     "FORMATS", "LoglikStream", "SCORE_DEFINITION", "SUMMARY_COLUMNS", "ScoreRun", "ScoringError", "UNITS",
-    "VARIANT_COLUMNS", "Variant", "VariantScore", "load_scores", "load_scoring_model", "model_settings",
-    "parse_formats", "read_tsv", "read_variants", "safe_stem", "score_fasta", "score_variant", "score_variants",
-    "scoring_ratio", "sequence_loglik", "tensor_fingerprint", "untrained_focus_config", "variant_windows",
+    "UNSUPPORTED_KINDS", "VARIANT_COLUMNS", "Variant", "VariantScore", "load_scores", "load_scoring_model",
+    "model_settings", "parse_formats", "read_tsv", "read_variants", "safe_stem", "score_fasta", "score_variant",
+    "score_variants", "scoring_ratio", "sequence_loglik", "tensor_fingerprint", "untrained_focus_config",
+    "variant_windows",
 ]

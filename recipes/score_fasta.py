@@ -9,6 +9,8 @@ Usage:
 
 Writes ``<record>.npz`` and/or ``<record>.bedgraph.gz`` (log p(base | preceding bases), nats), ``summary.tsv``
 and ``manifest.json`` into --out; the formats and resume rules are described in `focus_nemo.scoring`.
+Records that score nothing (empty, only N/IUPAC, a single base) get a summary row saying why; a run that
+scores nothing at all exits with an error (status 1) unless --allow-empty.
 
 With --tensor-parallel N (needs the NeMo extra; start N processes with torchrun) every rank builds NeMo's
 Megatron base with its shards, loads the base weights and the adapter, and streams the same records; rank 0
@@ -38,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="split the model over N processes (run under torchrun --nproc_per_node N)")
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="exit 0 even when no base at all is scored (every record empty, only N, ...)")
     return p.parse_args(argv)
 
 
@@ -73,7 +77,7 @@ def main(argv=None) -> None:
                                                   tensor_parallel=args.tensor_parallel)
         run = score_fasta(args.fasta, args.out, fm, records=args.records, k=k, window=window, formats=args.format,
                           chunk_size=args.chunk_size, resume=args.resume,
-                          progress=not args.no_progress and rank == 0, info=info)
+                          progress=not args.no_progress and rank == 0, info=info, allow_empty=args.allow_empty)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, record or field
         if rank:
             raise SystemExit(1) from None
@@ -86,6 +90,9 @@ def main(argv=None) -> None:
     if rank:
         return
     for row in run.summary:
+        if not row["scored"]:
+            print(f"{row['record']}\t{row['length']:,} bases\tnot scored: {row.get('note') or 'no scored base'}")
+            continue
         print(f"{row['record']}\t{row['length']:,} bases\t{row['scored']:,} scored\t"
               f"{row['bits_per_base'] or float('nan'):.4f} bits/base\t{row['bases_per_s'] or 0:,.0f} bases/s")
     print(f"{len(run.scored)} record(s) scored, {len(run.skipped)} already finished; results in {run.out_dir}")

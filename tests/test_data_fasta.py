@@ -195,6 +195,107 @@ def test_crlf_line_endings(tmp_path):
     assert np.array_equal(crlf.fetch("chr1", 55, 1000), lf.fetch("chr1", 55, 1000))
 
 
+def write_kind(path: Path, data: bytes, kind: str) -> Path:
+    """`data` as a plain, gzip or bgzip file."""
+    if kind == "bgzip":
+        return write_bgzip(path, data)
+    return write(path, gzip.compress(data) if kind == "gzip" else data)
+
+
+LINE_ENDINGS = {"LF": b"\n", "CRLF": b"\r\n", "CR": b"\r"}
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "bgzip"])
+@pytest.mark.parametrize("ending", ["CR", "mixed_lines", "mixed_records"])
+def test_cr_and_mixed_line_endings_read_like_lf(tmp_path, caplog, kind, ending):
+    seq = random_dna(1234, 7)
+    records = {"chr1": seq, "chr2": seq[:70]}
+    lf = FastaFile(write(tmp_path / "lf.fa", fasta_text(records)))
+    if ending == "CR":
+        text = fasta_text(records, newline=b"\r")
+    elif ending == "mixed_lines":  # LF, CRLF and CR lines inside one record
+        lines = fasta_text(records).split(b"\n")
+        text = b"".join(line + list(LINE_ENDINGS.values())[i % 3] for i, line in enumerate(lines[:-1]))
+    else:  # records written on different systems, concatenated
+        text = fasta_text({"chr1": seq}, newline=b"\r\n") + fasta_text({"chr2": seq[:70]}, newline=b"\r")
+    name = "x.fa.gz" if kind != "plain" else "x.fa"
+    with caplog.at_level(logging.INFO, logger="focus_nemo.data.fasta"):
+        f = FastaFile(write_kind(tmp_path / name, text, kind), cache_dir=tmp_path / "c")
+    assert f.lengths == lf.lengths == {"chr1": 1234, "chr2": 70}
+    assert f.read("chr1").tobytes() == seq and f.read("chr2").tobytes() == seq[:70]
+    assert np.array_equal(f.fetch("chr1", 55, 1000), lf.fetch("chr1", 55, 1000))
+    assert "line endings" in caplog.text and "rewriting it once" in caplog.text and str(f.path) in caplog.text
+    assert f.read_path != f.path and (tmp_path / "c") in f.read_path.parents  # read through the LF copy
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="focus_nemo.data.fasta"):
+        again = FastaFile(f.path, cache_dir=tmp_path / "c")
+    assert again.read_path == f.read_path and "rewriting" not in caplog.text  # the copy is reused
+
+
+def test_mixed_line_endings_far_into_the_file_are_found_when_indexing(tmp_path, caplog):
+    seq = random_dna(200_000, 3)  # CRLF lines start after the first 64 KiB: only the full scan sees them
+    text = fasta_text({"chr1": seq}) + fasta_text({"chr2": seq[:1000]}, newline=b"\r\n").replace(
+        b"\r\n", b"\n", 3)
+    with caplog.at_level(logging.INFO, logger="focus_nemo.data.fasta"):
+        f = FastaFile(write(tmp_path / "late.fa", text), cache_dir=tmp_path / "c")
+    assert "mixed line endings" in caplog.text
+    assert f.read("chr1").tobytes() == seq and f.read("chr2").tobytes() == seq[:1000]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="focus_nemo.data.fasta"):
+        assert FastaFile(f.path, cache_dir=tmp_path / "c").read_path == f.read_path
+    assert "rewriting" not in caplog.text
+
+
+def test_rewriting_handles_line_ends_split_between_reads(tmp_path, monkeypatch):
+    from focus_nemo.data import fasta as fasta_module
+
+    monkeypatch.setattr(fasta_module, "_COPY_CHUNK", 5)  # every CR/LF pair and the mark straddle reads
+    seq = random_dna(300, 9)
+    text = b"\xef\xbb\xbf" + fasta_text({"chr1": seq, "chr2": seq[:33]}, width=7, newline=b"\r\n")
+    text = text.replace(b"\r\n", b"\r", 5)  # a few classic-Mac line ends among them
+    f = FastaFile(write(tmp_path / "split.fa", text), cache_dir=tmp_path / "c")
+    assert f.read("chr1").tobytes() == seq and f.read("chr2").tobytes() == seq[:33]
+    assert b"\r" not in f.read_path.read_bytes() and not f.read_path.read_bytes().startswith(b"\xef")
+
+
+@pytest.mark.parametrize("kind", ["plain", "gzip", "bgzip"])
+def test_utf8_byte_order_mark_is_removed(tmp_path, caplog, kind):
+    seq = random_dna(500, 4)
+    text = b"\xef\xbb\xbf" + fasta_text({"chr1": seq}, newline=b"\r\n")
+    with caplog.at_level(logging.INFO, logger="focus_nemo.data.fasta"):
+        f = FastaFile(write_kind(tmp_path / ("bom.fa.gz" if kind != "plain" else "bom.fa"), text, kind),
+                      cache_dir=tmp_path / "c")
+    assert f.names == ["chr1"] and f.read("chr1").tobytes() == seq
+    assert "UTF-8 byte-order mark" in caplog.text
+
+
+@pytest.mark.parametrize(("mark", "encoding"), [(b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
+                                                (b"\xff\xfe\x00\x00", "UTF-32")])
+@pytest.mark.parametrize("kind", ["plain", "gzip"])
+def test_wide_byte_order_mark_is_named(tmp_path, mark, encoding, kind):
+    text = mark + ">chr1\nACGT\n".encode("utf-16-le" if encoding == "UTF-16" else "utf-32-le")
+    path = write_kind(tmp_path / ("w.fa.gz" if kind == "gzip" else "w.fa"), text, kind)
+    with pytest.raises(FastaFormatError, match=rf"w\.fa(\.gz)?: starts with a {encoding} .*byte-order mark"):
+        FastaFile(path, cache_dir=tmp_path / "c")
+
+
+def test_only_a_byte_order_mark_is_an_empty_file(tmp_path):
+    with pytest.raises(FastaFormatError, match=r"bom_only\.fa: file is empty after removing its byte-order mark"):
+        FastaFile(write(tmp_path / "bom_only.fa", b"\xef\xbb\xbf"), cache_dir=tmp_path / "c")
+
+
+def test_mixed_line_endings_behind_a_foreign_index_are_named(tmp_path):
+    # a CR past the first 64 KiB, in a file whose index another tool wrote taking the CR for a base
+    seq = bytearray(random_dna(100_000, 5))
+    seq[80_050] = ord("\r")
+    path = write(tmp_path / "odd.fa", fasta_text({"chr1": bytes(seq)}, width=100))
+    write(tmp_path / "odd.fa.fai", f"chr1\t100000\t{len('>chr1 some description') + 1}\t100\t101\n")
+    f = FastaFile(path, cache_dir=tmp_path / "c")
+    assert f.fetch("chr1", 0, 80_050).tobytes() == bytes(seq[:80_050])
+    with pytest.raises(FastaFormatError, match=r"odd\.fa: record 'chr1' \[0, 100000\) read 99999 bases: .*mixed line"):
+        f.read("chr1")
+
+
 def test_very_long_single_line(tmp_path):
     seq = random_dna(3_000_000, 8)
     f = FastaFile(write(tmp_path / "oneline.fa", b">chr1\n" + seq + b"\n>chr2\n" + seq[:10] + b"\n"))

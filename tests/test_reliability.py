@@ -13,12 +13,32 @@ FASTA (policies documented in focus_nemo/data/fasta.py)
   lower case                      tests/test_data_fasta.py: test_lower_case_is_kept; loss weight:
                                   tests/focus/test_focus_adapter.py: test_loss_conventions_by_hand
   CRLF line ends                  tests/test_data_fasta.py: test_crlf_line_endings
+  CR (classic Mac) and mixed      tests/test_data_fasta.py: test_cr_and_mixed_line_endings_read_like_lf (plain,
+  line ends                       gzip, bgzip), test_mixed_line_endings_far_into_the_file_are_found_when_indexing,
+                                  test_rewriting_handles_line_ends_split_between_reads,
+                                  test_mixed_line_endings_behind_a_foreign_index_are_named;
+                                  tests/test_scoring.py: test_fasta_from_other_systems_scores_like_lf
+  byte-order mark                 tests/test_data_fasta.py: test_utf8_byte_order_mark_is_removed (plain, gzip,
+                                  bgzip), test_wide_byte_order_mark_is_named, test_only_a_byte_order_mark_is_an_
+                                  empty_file; tests/test_scoring.py: test_fasta_from_other_systems_scores_like_lf
   very long single line           tests/test_data_fasta.py: test_very_long_single_line (3 Mb, read in full)
   truncated gzip / bgzip          tests/test_data_fasta.py: test_truncated_gzip, test_truncated_bgzip
   not FASTA                       tests/test_data_fasta.py: test_not_fasta (text, binary, comments only),
                                   test_non_ascii_byte; * PNG, VCF (plain and gzip), FASTQ, BED, an HTML error
                                   page, FASTA followed by other text
   bad FASTA given to training     * the error reaches the user of train() unchanged, naming the file
+Scoring
+  records that score nothing      tests/test_scoring.py: test_records_not_scored_are_in_the_summary_with_the_reason
+  (empty, only N, one base)       (summary status and note per record)
+  a run that scores nothing       tests/test_scoring.py: test_run_that_scores_nothing_is_an_error_unless_allowed;
+                                  tests/test_variants.py: test_variant_run_that_scores_nothing_is_an_error_unless_
+                                  allowed (error unless allow_empty / --allow-empty, library and command line)
+  indel scores that are length    tests/test_variants.py: test_flank_and_mean_columns_are_the_documented_sums,
+                                  test_flank_column_tells_a_neutral_insertion_from_a_random_one_where_delta_ll_
+                                  cannot (embedded model, held-out chr20)
+  real VCF alleles (symbolic,     tests/test_variants.py: test_unsupported_alleles_of_real_vcfs_are_flagged_and_
+  breakend, *, ., N)              counted_by_default (--strict stops), test_vcf_multiallelic_split_and_
+                                  unsupported_alleles
 Configuration
   k > W, k <= 0, W <= 0           tests/test_configs.py: test_bad_values_name_the_field (k=0);
                                   tests/focus/test_focus_invariants.py: test_bad_ratio_errors_name_the_field

@@ -20,6 +20,7 @@ import torch
 from Bio import bgzf
 from conftest import random_dna, stressed_model
 
+from focus_nemo.data import FastaWarning
 from focus_nemo.focus import FocusConfig, FocusModel
 from focus_nemo.scoring import (
     SUMMARY_COLUMNS,
@@ -314,3 +315,71 @@ def test_sigkill_mid_record_then_resume_equals_uninterrupted_run(tmp_path):
     manifest = json.loads((killed / "manifest.json").read_text())
     assert list(manifest["records"]) == ["r0", "r1", "r2"]
     assert manifest["settings"] == json.loads((clean / "manifest.json").read_text())["settings"]
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("newline", [b"\r", b"\r\n", b"mixed"])
+@pytest.mark.parametrize("bom", [False, True])
+def test_fasta_from_other_systems_scores_like_lf(fm, two_records, tmp_path, newline, bom):
+    fasta, recs = two_records
+    text = fasta.read_bytes()
+    if newline == b"mixed":
+        lines = text.split(b"\n")[:-1]
+        text = b"".join(line + (b"\r", b"\n", b"\r\n")[i % 3] for i, line in enumerate(lines))
+    else:
+        text = text.replace(b"\n", newline)
+    other = tmp_path / "other.fa.gz"
+    other.write_bytes(gzip.compress((b"\xef\xbb\xbf" if bom else b"") + text))
+    score_fasta(fasta, tmp_path / "lf", fm, progress=False)
+    run = score_fasta(other, tmp_path / "other", fm, progress=False)
+    assert run.scored == list(recs)
+    for name in recs:
+        np.testing.assert_array_equal(load_scores(tmp_path / "other" / f"{name}.npz")[0],
+                                      load_scores(tmp_path / "lf" / f"{name}.npz")[0])
+
+
+def test_records_not_scored_are_in_the_summary_with_the_reason(fm, tmp_path):
+    fasta = tmp_path / "mixed.fa"
+    fasta.write_bytes(b">empty\n>ok\n" + random_dna(40, 3) + b"\n>only_n\nNNNNNNNNNN\n>one\nA\n")
+    with pytest.warns(FastaWarning, match="empty"):
+        run = score_fasta(fasta, tmp_path / "out", fm, progress=False)
+    assert run.scored == ["ok", "only_n", "one"]
+    rows = {r["record"]: r for r in read_tsv(tmp_path / "out" / "summary.tsv")}
+    assert list(rows) == ["ok", "only_n", "one", "empty"]
+    assert (rows["ok"]["status"], rows["ok"]["note"], int(rows["ok"]["scored"])) == ("scored", "", 39)
+    assert rows["only_n"]["status"] == "nothing_scored" and "no A/C/G/T base" in rows["only_n"]["note"]
+    assert "10 N" in rows["only_n"]["note"]
+    assert rows["one"]["status"] == "nothing_scored" and "single base" in rows["one"]["note"]
+    assert rows["empty"]["status"] == "skipped" and "empty record" in rows["empty"]["note"]
+    assert int(rows["empty"]["length"]) == 0 and not (tmp_path / "out" / "empty.npz").exists()
+
+
+def test_run_that_scores_nothing_is_an_error_unless_allowed(fm, tmp_path):
+    fasta = tmp_path / "nothing.fa"
+    fasta.write_bytes(b">gap\n" + b"N" * 30 + b"\n>blank\n>iupac\nRYKM\n")
+    with pytest.warns(FastaWarning), pytest.raises(ScoringError) as e:
+        score_fasta(fasta, tmp_path / "out", fm, progress=False)
+    msg = str(e.value)
+    assert "nothing was scored" in msg and "--allow-empty" in msg
+    assert "gap: no A/C/G/T base" in msg and "blank: empty record" in msg and "iupac: no A/C/G/T" in msg
+    rows = read_tsv(tmp_path / "out" / "summary.tsv")  # written before the error, with every reason
+    assert [(r["record"], r["status"]) for r in rows] == [("gap", "nothing_scored"), ("iupac", "nothing_scored"),
+                                                          ("blank", "skipped")]
+    with pytest.warns(FastaWarning):
+        run = score_fasta(fasta, tmp_path / "allowed", fm, progress=False, allow_empty=True)
+    assert run.scored == ["gap", "iupac"] and all(r["scored"] == 0 for r in run.summary)
+    # the command line: status 1 with the message, or 0 with --allow-empty
+    cli = load_recipe("score_fasta")
+    args = ["--fasta", str(fasta), "--checkpoint", "random:tiny", "--adapter", "none", "--k", "4", "--window", "16",
+            "--no-progress"]
+    with pytest.warns(FastaWarning), pytest.raises(SystemExit) as e:
+        cli.main([*args, "--out", str(tmp_path / "cli")])
+    assert "nothing was scored" in str(e.value.code)
+    with pytest.warns(FastaWarning):
+        cli.main([*args, "--out", str(tmp_path / "cli_allowed"), "--allow-empty"])

@@ -193,10 +193,10 @@ def test_vcf_multiallelic_split_and_unsupported_alleles(fm, fasta, tmp_path):
                                                            ("chr1", 20, "<DEL>")]
     out = tmp_path / "s.tsv"
     where = rf"calls\.vcf\.gz line 5 \(chr1:20 {r20}><DEL>\)"
-    with pytest.raises(ScoringError, match=rf"{where}: cannot score: ALT '<DEL>'"):
-        score_variants(vcf, fasta, out, fm, flank=10, progress=False)
-    counts = score_variants(vcf, fasta, out, fm, flank=10, on_unsupported="skip", progress=False)
-    assert (counts["ok"], counts["unsupported"]) == (2, 1)
+    with pytest.raises(ScoringError, match=rf"{where}: cannot score: ALT '<DEL>' is a symbolic allele"):
+        score_variants(vcf, fasta, out, fm, flank=10, on_unsupported="error", progress=False)
+    counts = score_variants(vcf, fasta, out, fm, flank=10, progress=False)  # real VCFs: flagged by default
+    assert (counts["ok"], counts["unsupported"], counts["unsupported_kinds"]) == (2, 1, {"symbolic": 1})
     rows = read_tsv(out)
     assert [r["alt"] for r in rows] == [*alts5, "<DEL>"] and rows[2]["status"] == "unsupported"
     genome = open_genome(fasta)
@@ -218,7 +218,7 @@ def test_vcf_multiallelic_split_and_unsupported_alleles(fm, fasta, tmp_path):
 def test_bad_rows_are_errors_naming_the_row(fm, fasta, tmp_path, rows, pattern):
     variants = write_tsv(tmp_path / "v.tsv", rows)
     with pytest.raises(ScoringError, match=pattern):
-        score_variants(variants, fasta, tmp_path / "s.tsv", fm, flank=5, progress=False)
+        score_variants(variants, fasta, tmp_path / "s.tsv", fm, flank=5, on_unsupported="error", progress=False)
 
 
 def test_malformed_variant_files(tmp_path):
@@ -258,3 +258,140 @@ def test_cli_writes_the_same_scores(fm, fasta, tmp_path):
     s = score_variant(model, open_genome(fasta), "chr2", 30, chr(CHR2[29]), alt, 12, k, window)
     assert float(row["delta_ll"]) == pytest.approx(s.delta_ll, abs=1e-5)
     assert (int(row["window_start"]), int(row["window_end"])) == (17, 42)
+
+
+def test_flank_and_mean_columns_are_the_documented_sums(fm, fasta, tmp_path):
+    genome = open_genome(fasta)
+    cases = [(100, CHR1[99:100].decode(), "A" if CHR1[99] != 65 else "C"),  # SNV
+             (80, CHR1[79:80].decode(), CHR1[79:80].decode() + "ACGTT"),      # insertion
+             (150, CHR1[149:155].decode(), CHR1[149:150].decode()),           # deletion
+             (58, CHR2[57:60].decode(), "GA")]                                # at the record's end: no flank
+    for pos, ref, alt in cases:
+        chrom = "chr2" if pos == 58 else "chr1"
+        s = score_variant(fm, genome, chrom, pos, ref, alt, 30, K, W, chunk_size=7, keep_scores=True)
+        right = min(genome.length(chrom), pos - 1 + len(ref) + 30) - (pos - 1 + len(ref))
+        ref_flank = s.ref_scores[len(s.ref_scores) - right:].astype(np.float64)
+        alt_flank = s.alt_scores[len(s.alt_scores) - right:].astype(np.float64)
+        assert np.array_equal(np.isnan(ref_flank), np.isnan(alt_flank))  # same bases, same scored positions
+        assert s.scored_flank == int((~np.isnan(ref_flank)).sum())
+        if right:
+            assert s.delta_ll_flank == pytest.approx(np.nansum(alt_flank) - np.nansum(ref_flank), abs=1e-6)
+        else:
+            assert s.scored_flank == 0 and np.isnan(s.delta_ll_flank)
+        assert s.delta_mean_ll == pytest.approx(s.ll_alt / s.scored_alt - s.ll_ref / s.scored_ref, abs=1e-9)
+    variants = write_tsv(tmp_path / "v.tsv", [("chr1", p, r, a, "x") for p, r, a in cases[:3]])
+    score_variants(variants, fasta, tmp_path / "s.tsv", fm, flank=30, progress=False)
+    for row, (pos, ref, alt) in zip(read_tsv(tmp_path / "s.tsv"), cases[:3], strict=True):
+        s = score_variant(fm, genome, "chr1", pos, ref, alt, 30, K, W)
+        assert float(row["delta_ll_flank"]) == pytest.approx(s.delta_ll_flank, abs=1e-5)
+        assert float(row["delta_mean_ll"]) == pytest.approx(s.delta_mean_ll, abs=1e-6)
+        assert int(row["scored_flank"]) == s.scored_flank >= 29  # 30 flank bases, at most one N
+
+
+REAL_VCF_ROWS = [  # (chrom, pos, ref, alt): what gnomAD / ClinVar files hold besides plain alleles
+    ("chr1", 20, None, "<DEL>"), ("chr1", 21, None, "*"), ("chr1", 22, None, "."), ("chr1", 23, None, "N"),
+    ("chr1", 24, None, "G]chr2:5]"), ("chr1", 25, None, "<INS:ME:ALU>"),
+]
+
+
+def real_vcf(path: Path, with_plain: bool = True) -> Path:
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    rows = [(c, p, chr(CHR1[p - 1]), a) for c, p, _, a in REAL_VCF_ROWS]
+    if with_plain:
+        rows.insert(2, ("chr1", 30, chr(CHR1[29]), "A" if CHR1[29] != 65 else "C"))
+    lines += [f"{c}\t{p}\t.\t{r}\t{a}\t.\tPASS\t." for c, p, r, a in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unsupported_alleles_of_real_vcfs_are_flagged_and_counted_by_default(fm, fasta, tmp_path, capsys):
+    vcf = real_vcf(tmp_path / "real.vcf")
+    counts = score_variants(vcf, fasta, tmp_path / "s.tsv", fm, flank=8, progress=False)
+    assert (counts["rows"], counts["ok"], counts["unsupported"]) == (7, 1, 6)
+    assert counts["unsupported_kinds"] == {"symbolic": 2, "spanning_deletion": 1, "missing": 1, "not_acgt": 1,
+                                           "breakend": 1}
+    rows = read_tsv(tmp_path / "s.tsv")
+    assert [r["status"] for r in rows] == ["unsupported"] * 2 + ["ok"] + ["unsupported"] * 4
+    assert all(r["note"] and r["delta_ll"] == "" for r in rows if r["status"] == "unsupported")
+    # the command line counts them at the end; --strict stops at the first, naming the row
+    cli = load_recipe("score_variants")
+    args = ["--variants", str(vcf), "--fasta", str(fasta), "--flank", "8", "--checkpoint", "random:tiny",
+            "--adapter", "none", "--k", "4", "--window", "16", "--no-progress"]
+    cli.main([*args, "--out", str(tmp_path / "cli.tsv")])
+    assert ("7 row(s): 1 scored, 0 REF mismatch, 6 unsupported (1 missing, 1 spanning_deletion, 2 symbolic, "
+            "1 breakend, 1 not_acgt)") in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"real\.vcf line 3 \(chr1:20 .><DEL>\): cannot score: ALT '<DEL>'"):
+        cli.main([*args, "--out", str(tmp_path / "strict.tsv"), "--strict"])
+    assert not (tmp_path / "strict.tsv").exists()
+    with pytest.raises(SystemExit, match="--strict .* cannot be combined"):
+        cli.main([*args, "--out", str(tmp_path / "x.tsv"), "--strict", "--on-ref-mismatch", "skip"])
+
+
+def test_variant_run_that_scores_nothing_is_an_error_unless_allowed(fm, fasta, tmp_path):
+    vcf = real_vcf(tmp_path / "none.vcf", with_plain=False)
+    out = tmp_path / "s.tsv"
+    with pytest.raises(ScoringError, match=r"none\.vcf: no variant was scored \(6 row\(s\): 0 REF mismatch, "
+                                           r"6 unsupported\); each row's reason is in .*s\.tsv.*--allow-empty"):
+        score_variants(vcf, fasta, out, fm, flank=8, progress=False)
+    assert [r["status"] for r in read_tsv(out)] == ["unsupported"] * 6  # written, with the reasons
+    counts = score_variants(vcf, fasta, out, fm, flank=8, progress=False, overwrite=True, allow_empty=True)
+    assert counts["ok"] == 0
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("chrom\tpos\tref\talt\n")
+    with pytest.raises(ScoringError, match=r"empty\.tsv: no variant was scored \(0 row\(s\)"):
+        score_variants(empty, fasta, tmp_path / "e.tsv", fm, flank=8, progress=False)
+    cli = load_recipe("score_variants")
+    args = ["--variants", str(vcf), "--fasta", str(fasta), "--checkpoint", "random:tiny", "--adapter", "none",
+            "--k", "4", "--window", "16", "--no-progress"]
+    with pytest.raises(SystemExit, match="no variant was scored"):
+        cli.main([*args, "--out", str(tmp_path / "cli.tsv")])
+    cli.main([*args, "--out", str(tmp_path / "cli2.tsv"), "--allow-empty"])
+
+
+def load_recipe(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flank_column_tells_a_neutral_insertion_from_a_random_one_where_delta_ll_cannot():
+    """Embedded model on real DNA (held-out chr20). Neutral insertions copy the adjacent sequence: one more
+    stretch of a microsatellite (12 bases: six units of a dinucleotide repeat) and a tandem duplication of
+    30 bases of unique sequence. Random insertions of 12 bases go into the same microsatellites, where they
+    break the repeat that the following bases continue (in unique sequence the 1.7 M-parameter model
+    predicts what follows an insertion about as well whatever was inserted, so such sites say nothing
+    about either column). Ranked by delta_ll, a 30-base duplication falls below the random insertions (the
+    raw delta is mostly length); delta_ll_flank puts every neutral insertion above every random one."""
+    import re
+
+    from focus_nemo.data import bundled_dna
+    from focus_nemo.inference import load_focus_model
+
+    fm = load_focus_model()
+    genome = open_genome(bundled_dna("chr20_heldout"))
+    rec = genome.names[0]
+    seq = genome.fetch(rec, 0, 420_000).tobytes().decode().upper()
+    rng = np.random.default_rng(0)
+    flank, k, window = 32, fm.config.k, fm.config.window
+
+    def score(pos: int, inserted: str):
+        anchor = seq[pos - 1]
+        return score_variant(fm, genome, rec, pos, anchor, anchor + inserted, flank, k, window)
+
+    neutral, random_ = [], []
+    repeats = [m for m in re.finditer(r"([ACGT])(?!\1)([ACGT])(?:\1\2){14,}", seq)][:4]
+    assert len(repeats) == 4
+    for m in repeats:
+        pos = m.start() + (m.end() - m.start()) // 4 * 2  # 1-based anchor: the last base of a repeat unit
+        neutral.append(score(pos, seq[pos - 12: pos]))
+        random_.append(score(pos, "".join(rng.choice(list("ACGT"), 12))))
+    for pos in (20_000, 43_757, 67_514):  # unique sequence: duplicate the 30 bases ending at the anchor
+        assert not re.search(r"([ACGT]{1,2})\1{5,}", seq[pos - 60: pos + flank])
+        neutral.append(score(pos, seq[pos - 30: pos]))
+    flank_n, flank_r = [s.delta_ll_flank for s in neutral], [s.delta_ll_flank for s in random_]
+    raw_n, raw_r = [s.delta_ll for s in neutral], [s.delta_ll for s in random_]
+    assert max(abs(x) for x in flank_n) < 1.5  # a copy of the adjacent sequence leaves what follows alone
+    assert max(flank_r) < min(flank_n) - 0.5  # the flank column separates the two kinds
+    assert min(raw_n) < max(raw_r) - 2  # no threshold on the raw delta does
+    assert all(s.delta_ll < -25 for s in neutral[4:])  # ... because it is mostly the duplication's length

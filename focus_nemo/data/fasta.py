@@ -27,8 +27,17 @@ and the mitochondrion's ``chrM``, ``M``, ``chrMT`` and ``MT`` all find each othe
 
 Sequence policies (each has a test):
 
-* Line endings: ``\\n`` and Windows ``\\r\\n`` both work (pyfaidx strips them). Line lengths inside a
-  record must be constant (the ``.fai`` format requires it); a violation is an error naming the file.
+* Line endings: LF (``\\n``, Unix), CRLF (``\\r\\n``, Windows) and CR (``\\r``, classic Mac OS) all read the
+  same sequence, in plain, gzip and bgzip files alike. LF and CRLF files are indexed in place; a file with CR
+  line endings, or with a mix of kinds (for example LF and CRLF lines in one record), is rewritten once with
+  LF line endings into the cache directory (logged, reused while the source is unchanged) and the copy is
+  read, like a plain-gzip file. CR line endings are seen in the first 64 KiB of the file when it is opened;
+  a mix further on is found when the index is built. Line lengths inside a record must be constant (the
+  ``.fai`` format requires it); a violation is an error naming the file. An index written by another tool for
+  a file of mixed line endings is found out when a read comes back short, and named.
+* Byte-order marks: a UTF-8 byte-order mark (``EF BB BF``, written by some Windows editors and
+  spreadsheet exports) is removed: the file is rewritten once without it into the cache, as above. A
+  UTF-16 or UTF-32 byte-order mark (the whole file in a 2- or 4-byte encoding) is an error naming it.
 * Very long lines (a whole chromosome on one line) work.
 * Case is preserved: lower case marks soft-masked repeats, which the batch builder turns into a reduced
   loss weight; inputs are upper-cased there, not here.
@@ -84,6 +93,12 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # The 28-byte empty block that ends every complete BGZF file (SAM/BAM specification, section 4.1.2).
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _OTHER_COMPRESSION = {b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"PK\x03\x04": "zip", b"\x28\xb5\x2f\xfd": "zstd"}
+_UTF8_BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32 (little-endian)", b"\x00\x00\xfe\xff": "UTF-32 (big-endian)",
+              b"\xff\xfe": "UTF-16 (little-endian)", b"\xfe\xff": "UTF-16 (big-endian)"}
+_HEAD = 1 << 16  # bytes read when a file is opened to see its line endings and byte-order mark
+_COPY_CHUNK = 1 << 22  # bytes per read when decompressing, scanning or rewriting a file
+_NORMALISED = "lf-1"  # stamp of a copy rewritten with LF line endings and no byte-order mark
 _READ_CHUNK = 1 << 24  # bases per pyfaidx call when reading a whole record: bounds the temporary strings
 _LIST_LIMIT = 40  # record names shown in an error message
 
@@ -184,30 +199,119 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp{os.getpid()}")
 
 
-def _decompress_to_cache(path: Path, cache_dir: Path) -> Path:
-    """Decompressed copy of the gzip file `path` in `cache_dir` (made once, reused while fresh)."""
-    st = path.stat()
-    stamp = {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name + ".fa"
-    folder = cache_dir / f"{name}-{digest}"
-    target = folder / name
-    stamp_file = folder / "source.json"
-    if _fresh_copy(target, stamp_file, stamp):
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    with _exclusive(folder / "lock"):  # ranks started together: one decompresses, the others wait and reuse
-        if not _fresh_copy(target, stamp_file, stamp):
-            _decompress(path, target, stamp_file, stamp)
-    return target
+def _open_bytes(path: Path, kind: str):
+    return open(path, "rb") if kind == "plain" else gzip.open(path, "rb")
 
 
-def _fresh_copy(target: Path, stamp_file: Path, stamp: dict) -> bool:
-    """The copy exists and was made from the source as it is now (same path, size, mtime)."""
+def _corrupt(path: Path, kind: str, e: BaseException) -> FastaFormatError:
+    what = "bgzip file" if kind == "bgzf" else "gzip stream"
+    return FastaFormatError(f"{path}: {what} is truncated or corrupt ({e}); download it again")
+
+
+def _head(path: Path, kind: str) -> bytes:
+    """The first `_HEAD` bytes of the file's text (decompressed)."""
     try:
-        return target.exists() and json.loads(stamp_file.read_text()) == stamp
+        with _open_bytes(path, kind) as f:
+            return f.read(_HEAD)
+    except (EOFError, zlib.error, gzip.BadGzipFile, struct.error) as e:
+        raise _corrupt(path, kind, e) from None
+
+
+def _check_encoding(path: Path, head: bytes) -> None:
+    """A UTF-16/UTF-32 byte-order mark: the file is not ASCII text; say so by name."""
+    for mark, encoding in _WIDE_BOMS.items():
+        if head.startswith(mark):
+            raise FastaFormatError(
+                f"{path}: starts with a {encoding} byte-order mark ({mark.hex(' ').upper()}): the file is "
+                f"{encoding.split()[0]} text, not ASCII; save it as plain text (ASCII or UTF-8)"
+            )
+
+
+def _head_rewrite_reason(head: bytes, complete: bool) -> str | None:
+    """Why the file must be rewritten before pyfaidx can index it, judged from its first bytes: a UTF-8
+    byte-order mark or CR (classic Mac OS) line endings; None when it can be read as it is."""
+    reasons = []
+    if head.startswith(_UTF8_BOM):
+        reasons.append("a UTF-8 byte-order mark")
+    body = head if complete or not head.endswith(b"\r") else head[:-1]  # the next byte may be its LF
+    if body.count(b"\r") > body.count(b"\r\n"):
+        reasons.append("CR (classic Mac OS) line endings")
+    return " and ".join(reasons) or None
+
+
+def _line_ending_counts(f) -> tuple[int, int, int]:
+    """(CRLF, lone CR, lone LF) line ends in the binary stream `f`."""
+    crlf = cr = lf = 0
+    carry = b""
+    while True:
+        chunk = f.read(_COPY_CHUNK)
+        if not chunk:
+            break
+        chunk = carry + chunk
+        carry = b"\r" if chunk.endswith(b"\r") else b""
+        if carry:
+            chunk = chunk[:-1]
+        pairs = chunk.count(b"\r\n")
+        crlf += pairs
+        cr += chunk.count(b"\r") - pairs
+        lf += chunk.count(b"\n") - pairs
+    return crlf, cr + len(carry), lf
+
+
+def _scan_rewrite_reason(path: Path, kind: str, shown: Path) -> str | None:
+    """Read the whole file once (only when its index is built) for line endings pyfaidx cannot index: CR
+    line ends, or a mix of kinds. Returns why it must be rewritten, or None."""
+    try:
+        with _open_bytes(path, kind) as f:
+            crlf, cr, lf = _line_ending_counts(f)
+    except (EOFError, zlib.error, gzip.BadGzipFile, struct.error) as e:
+        raise _corrupt(shown, kind, e) from None
+    kinds = [name for name, n in (("LF", lf), ("CRLF", crlf), ("CR", cr)) if n]
+    if cr == 0 and len(kinds) < 2:
+        return None
+    counts = ", ".join(f"{n:,} {name}" for name, n in (("LF", lf), ("CRLF", crlf), ("CR", cr)) if n)
+    return ("CR (classic Mac OS) line endings" if kinds == ["CR"] else f"mixed line endings ({counts})")
+
+
+def _copy_location(path: Path, cache_dir: Path) -> tuple[Path, Path]:
+    """(copy, stamp file) of the decompressed and/or rewritten copy of `path` in `cache_dir`."""
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    low = path.name.lower()
+    name = path.name[:-3] if low.endswith(".gz") else path.name[:-4] if low.endswith(".bgz") else path.name
+    if not low.endswith((".gz", ".bgz")) and _sniff(path) != "plain":
+        name = path.name + ".fa"
+    folder = cache_dir / f"{name}-{digest}"
+    return folder / name, folder / "source.json"
+
+
+def _fresh_copy(path: Path, cache_dir: Path, rewritten: bool) -> Path | None:
+    """The cached copy of `path`, when it was made from the source as it is now (same path, size, mtime)
+    and, if `rewritten`, with LF line endings and no byte-order mark (such a copy also serves as a plain
+    decompressed one)."""
+    target, stamp_file = _copy_location(path, cache_dir)
+    try:
+        stamp = json.loads(stamp_file.read_text())
     except (OSError, ValueError):
-        return False  # missing or unreadable stamp: decompress again
+        return None  # missing or unreadable stamp: make the copy again
+    st = path.stat()
+    fresh = (target.exists() and isinstance(stamp, dict) and stamp.get("source") == str(path)
+             and stamp.get("size") == st.st_size and stamp.get("mtime_ns") == st.st_mtime_ns
+             and (not rewritten or stamp.get("rewritten") == _NORMALISED))
+    return target if fresh else None
+
+
+def _cached_copy(path: Path, cache_dir: Path, kind: str, rewrite: str | None) -> Path:
+    """Decompressed copy of the gzip/bgzip file `path`, or, when `rewrite` says why, a copy of any file
+    with LF line endings and no UTF-8 byte-order mark; made once in `cache_dir`, reused while fresh."""
+    found = _fresh_copy(path, cache_dir, rewritten=rewrite is not None)
+    if found is not None:
+        return found
+    target, stamp_file = _copy_location(path, cache_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent / "lock"):  # ranks started together: one writes, the others wait and reuse
+        if _fresh_copy(path, cache_dir, rewritten=rewrite is not None) is None:
+            _write_copy(path, kind, target, stamp_file, rewrite)
+    return target
 
 
 @contextlib.contextmanager
@@ -226,25 +330,55 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _decompress(path: Path, target: Path, stamp_file: Path, stamp: dict) -> None:
-    logger.info(
-        "%s is plain gzip (not bgzip), which has no random access: decompressing it once to %s "
-        "(reused by later runs; recompress with `bgzip` to skip this)", path, target,
-    )
+def _write_copy(path: Path, kind: str, target: Path, stamp_file: Path, rewrite: str | None) -> None:
+    if rewrite is None:
+        logger.info(
+            "%s is plain gzip (not bgzip), which has no random access: decompressing it once to %s "
+            "(reused by later runs; recompress with `bgzip` to skip this)", path, target,
+        )
+    else:
+        logger.info("%s has %s: rewriting it once (LF line endings, no byte-order mark) to %s (reused by later "
+                    "runs; convert the file with `dos2unix`/`mac2unix` to skip this)", path, rewrite, target)
+    st = path.stat()
     tmp = _tmp_name(target)
     try:
-        with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, length=1 << 22)
+        with _open_bytes(path, kind) as src, open(tmp, "wb") as dst:
+            if rewrite is None:
+                shutil.copyfileobj(src, dst, length=_COPY_CHUNK)
+            else:
+                _copy_normalised(src, dst)
         os.replace(tmp, target)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    except (EOFError, zlib.error, gzip.BadGzipFile, struct.error) as e:
         tmp.unlink(missing_ok=True)
-        raise FastaFormatError(f"{path}: gzip stream is truncated or corrupt ({e}); download it again") from None
+        raise _corrupt(path, kind, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    stamp = {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if rewrite is not None:
+        stamp["rewritten"] = _NORMALISED
     stamp_tmp = _tmp_name(stamp_file)
     stamp_tmp.write_text(json.dumps(stamp))
     os.replace(stamp_tmp, stamp_file)
+
+
+def _copy_normalised(src, dst) -> None:
+    """Copy with every CRLF and lone CR turned into LF and a leading UTF-8 byte-order mark removed."""
+    carry = b""
+    first = True
+    while True:
+        chunk = src.read(_COPY_CHUNK)  # a whole chunk unless the stream ends, so the mark is in the first
+        if not chunk:
+            break
+        if first:
+            chunk, first = chunk.removeprefix(_UTF8_BOM), False
+        chunk = carry + chunk
+        carry = b"\r" if chunk.endswith(b"\r") else b""  # its LF may open the next chunk
+        if carry:
+            chunk = chunk[:-1]
+        dst.write(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+    if carry:
+        dst.write(b"\n")
 
 
 def _check_bgzf_complete(path: Path) -> None:
@@ -333,19 +467,22 @@ class FastaFile:
             raise FastaFormatError(f"{self.path}: file is empty (no FASTA records)")
         if self.kind == "bgzf":
             _check_bgzf_complete(self.path)
-        read_path = self.path
-        if self.kind == "gzip" or (self.kind == "bgzf" and not self.path.name.lower().endswith((".gz", ".bgz"))):
-            # pyfaidx picks its bgzip reader by file name; gzip (and oddly named bgzip) go through the cache.
-            read_path = _decompress_to_cache(self.path, self.cache_dir)
-        elif self.kind == "plain" and self.path.name.lower().endswith((".gz", ".bgz")):
+        if self.kind == "plain" and self.path.name.lower().endswith((".gz", ".bgz")):
             raise FastaFormatError(f"{self.path}: named like a gzip file but is not gzip-compressed; rename it")
-        self.read_path = read_path
-        self._bgzf = self.kind == "bgzf" and read_path == self.path
-        if read_path != self.path and read_path.stat().st_size == 0:
-            raise FastaFormatError(f"{self.path}: file is empty after decompression (no FASTA records)")
-        self._fai, self._gzi = _index_paths(read_path, self._bgzf, self.cache_dir)
-        if _is_stale(self._fai, read_path) or (self._gzi is not None and _is_stale(self._gzi, read_path)):
-            _build_index(read_path, self._fai, self._gzi, self.path)
+        head = _head(self.path, self.kind)
+        _check_encoding(self.path, head)
+        # Line endings and byte-order mark (module docstring): a file pyfaidx cannot index as it is is read
+        # through a rewritten copy; one found so by an earlier full scan has its copy already.
+        rewrite = _head_rewrite_reason(head, complete=len(head) < _HEAD)
+        read_path = self._source_copy(rewrite)
+        self._set_read_path(read_path)
+        if self._index_stale():
+            if read_path != _fresh_copy(self.path, self.cache_dir, rewritten=True):  # not yet rewritten: scan
+                rewrite = _scan_rewrite_reason(read_path, "bgzf" if self._bgzf else "plain", self.path)
+                if rewrite is not None:
+                    self._set_read_path(_cached_copy(self.path, self.cache_dir, self.kind, rewrite))
+            if self._index_stale():
+                _build_index(self.read_path, self._fai, self._gzi, self.path)
         self._fa: pyfaidx.Faidx | None = None
         self._pid = -1
         fa = self._handle()
@@ -355,6 +492,29 @@ class FastaFile:
         self._aliases: dict[str, list[str]] = {}
         for name in self.lengths:
             self._aliases.setdefault(canonical_name(name), []).append(name)
+
+    def _source_copy(self, rewrite: str | None) -> Path:
+        """The file pyfaidx reads: the user's file, or its (decompressed and/or rewritten) copy in the cache."""
+        if rewrite is not None:
+            return _cached_copy(self.path, self.cache_dir, self.kind, rewrite)
+        earlier = _fresh_copy(self.path, self.cache_dir, rewritten=True)
+        if earlier is not None:
+            return earlier
+        if self.kind == "gzip" or (self.kind == "bgzf" and not self.path.name.lower().endswith((".gz", ".bgz"))):
+            # pyfaidx picks its bgzip reader by file name; gzip (and oddly named bgzip) go through the cache.
+            return _cached_copy(self.path, self.cache_dir, self.kind, None)
+        return self.path
+
+    def _set_read_path(self, read_path: Path) -> None:
+        self.read_path = read_path
+        self._bgzf = self.kind == "bgzf" and read_path == self.path
+        if read_path != self.path and read_path.stat().st_size == 0:
+            after = "decompression" if self.kind != "plain" else "removing its byte-order mark"
+            raise FastaFormatError(f"{self.path}: file is empty after {after} (no FASTA records)")
+        self._fai, self._gzi = _index_paths(read_path, self._bgzf, self.cache_dir)
+
+    def _index_stale(self) -> bool:
+        return _is_stale(self._fai, self.read_path) or (self._gzi is not None and _is_stale(self._gzi, self.read_path))
 
     # -- handle management: one open file per process, so forked DataLoader workers never share an offset.
     def _handle(self) -> pyfaidx.Faidx:
@@ -458,8 +618,9 @@ class FastaFile:
             raise self._bad_byte(rec, start + e.start, text[e.start]) from None
         if len(raw) != end - start:  # only possible when the index no longer matches the file
             raise FastaFormatError(
-                f"{self.path}: record {rec!r} [{start}, {end}) read {len(raw)} bases; the file changed after "
-                f"its index {self._fai} was written; delete the index"
+                f"{self.path}: record {rec!r} [{start}, {end}) read {len(raw)} bases: its index {self._fai} does "
+                f"not describe the file (the file changed after the index was written, or another tool wrote the "
+                f"index for a file of mixed line endings); delete the index and open the file again"
             )
         arr = np.frombuffer(raw, dtype=np.uint8).copy()
         bad = np.flatnonzero(~_VALID[arr])
