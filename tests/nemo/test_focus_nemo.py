@@ -29,6 +29,45 @@ TRAIN_CASE = (300, 25, 120)
 STREAM_CASE = (333, 30, 100)  # streamed window by window: chunks of W, and of a size dividing neither W nor k
 STREAM_CHUNKS = (100, 37)
 LR = 1e-3
+OFFSET_WINDOWS = 2**31 // STREAM_CASE[2]  # I7: a stream starting at window-aligned offset ~2^31
+ALLOC_CASE = (4, 128, 24)  # k, W, chunk: a chunk inside a window, after 2 and after 40 windows (1,280 entries)
+
+
+def largest_new_tensor(fn) -> int:
+    """Elements of the largest tensor any aten op allocates while `fn()` runs (views do not count)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Probe(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in (*args, *(kwargs or {}).values())
+                      if isinstance(a, torch.Tensor)}
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+                    Probe.largest = max(Probe.largest, t.numel())
+            return out
+
+    with Probe():
+        fn()
+    return Probe.largest
+
+
+def streaming_allocations(fm, windows=(2, 40)) -> dict[int, int]:
+    """Largest tensor created by one chunk inside a window (no window completes), after `windows`
+    completed windows of memory: it must not grow with the memory (O(chunk) beyond the K/V)."""
+    k, w, chunk = ALLOC_CASE
+    out = {}
+    with torch.no_grad():
+        for n in windows:
+            tokens = acgt_tokens(1, n * w + 2 * chunk, seed=n)
+            state = fm.init_state(1, k=k, window=w)
+            for _ in fm.stream(tokens[:, : n * w + chunk], w, state=state):
+                pass
+            rest = tokens[:, n * w + chunk:]
+            out[n] = largest_new_tensor(lambda st=state, t=rest: fm.forward_chunk(t, st))
+    return out
 
 
 def acgt_tokens(batch: int, length: int, seed: int = 0) -> torch.Tensor:
@@ -81,6 +120,8 @@ def _worker_onepass(args) -> None:
     with torch.no_grad():
         for length, k, w in CASES:
             out["logits"][f"{length},{k},{w}"] = fm(acgt_tokens(2, length, seed=length), k=k, window=w)
+        length, k, w = CASES[-1]  # the dense-mask reference on the Megatron backbone (I2)
+        out["dense"] = fm.forward_dense(acgt_tokens(2, length, seed=length), k=k, window=w)
     if torch.distributed.get_rank() == 0:
         torch.save(out, args.out)
     build.teardown()
@@ -99,6 +140,11 @@ def _worker_stream(args) -> None:
             state = fm.init_state(2, k=k, window=w)
             out["logits"][chunk] = torch.cat(list(fm.stream(tokens, chunk, state=state)), 1)
             out["memory"][chunk] = (state.memory_entries(), state.window_entries())
+        # I7: the same bases streamed from absolute offset ~2^31 (window-aligned)
+        state = fm.init_state(2, k=k, window=w, offset=OFFSET_WINDOWS * w)
+        out["offset_logits"] = torch.cat(list(fm.stream(tokens, STREAM_CHUNKS[1], state=state)), 1)
+        out["offset_memory_pos"] = state.memory_pos - OFFSET_WINDOWS * w
+    out["alloc"] = streaming_allocations(fm)
     if torch.distributed.get_rank() == 0:
         torch.save(out, args.out)
     build.teardown()
@@ -218,6 +264,8 @@ def test_nemo_focus_onepass_equals_focus_model(tp, tmp_path):
             assert rel_diff(fm(tokens, k=k, window=w), ref) > 100 * REL_TOL
             for n, p in fm.focus_parameters().items():
                 p.copy_(saved[n])
+            if (length, k, w) == CASES[-1]:  # I2 on the Megatron backbone: one pass == dense reference
+                assert rel_diff(out["dense"], got) <= REL_TOL, rel_diff(out["dense"], got)
             if tp == 2:  # the adapter's scope really reached the NeMo model: the other scope differs
                 fm.config.scope = "window"  # (by ~1e-2 here; the two models agree to ~1e-6)
                 assert rel_diff(fm(tokens, k=k, window=w), ref) > 10 * REL_TOL
@@ -258,6 +306,17 @@ def test_nemo_focus_streaming_tp2_equals_focus_model(tmp_path):
         memory, window = out["memory"][chunk]
         assert memory == {i: (length // w) * -(-w // k) for i in attention}
         assert window == {i: length % w for i in attention}
+    # I7 at TP=2: positions differ by ~2^31, attention sees only relative positions
+    assert rel_diff(out["offset_logits"], ref) <= REL_TOL, rel_diff(out["offset_logits"], ref)
+    from focus_nemo.focus.layout import focus_tokens
+
+    assert out["offset_memory_pos"].tolist() == focus_tokens(range(length // w), k, w).pos.tolist()
+    # O(chunk) beyond the K/V: the largest tensor one chunk creates does not grow with the memory
+    # (a [chunk x memory] mask or a copy of the memory would: 40 windows hold 1,280 Focus entries per block)
+    alloc = out["alloc"]
+    assert alloc[40] == alloc[2], alloc
+    fm_alloc = streaming_allocations(fm)
+    assert fm_alloc[40] == fm_alloc[2], fm_alloc
 
 
 def test_nemo_focus_train_tp2_adapter_loads_into_focus_model(tmp_path):
