@@ -30,7 +30,7 @@ from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend as _attend
 from focus_nemo.focus.attention import windowed_focus_attention
 from focus_nemo.focus.config import FocusConfig, check_k_window
-from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
+from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
 
 
 class FocusProjections(nn.Module):
@@ -210,10 +210,14 @@ class FocusModel(FrozenBaseAdapter):
         return self.base.head(x[:, ord_idx])
 
     # ------------------------------------------------------------------ streaming
-    def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None) -> FocusState:
+    def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None,
+                   offset: int = 0) -> FocusState:
+        """An empty streaming state whose first base sits at absolute position `offset` (a multiple of the
+        window; DESIGN I7: the logits do not depend on it)."""
         k, window = self._ratio(k, window)
         p = self.base.embedding.weight
-        st = FocusState(k=k, window=window, memory_tokens=Tokens.empty(p.device))
+        st = FocusState(k=k, window=window, memory_tokens=Tokens.empty(p.device),
+                        offset=check_stream_offset(offset, window))
         for i, b in enumerate(self.base.blocks):
             if b.is_attention:
                 st.memory[i], st.window_kv[i] = KVCache(), KVCache()
