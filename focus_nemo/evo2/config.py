@@ -310,8 +310,9 @@ def arc_yaml_to_config(source: str | os.PathLike | dict, name: str | None = None
         hcl_groups=int(doc["hcl_filter_groups"]), rotary_base=float(doc["rotary_emb_base"]), rotary_scaling=scaling,
         eps=float(doc["eps"]), norm_form=str(doc.get("norm_form", "arc")),
         activation_first_layer_only=bool(doc.get("evo2_style_activations", False)), mlp_gelu="exact",
-        short_conv_bias=False, attn_out_bias=bool(doc.get("mha_out_proj_bias", False)),
-        max_seqlen=int(doc["max_seqlen"]), extra={"source_format": "arc_yaml", "arc_model_name": doc.get("model_name")},
+        short_conv_bias=False, attn_out_bias=bool(doc.get("mha_out_proj_bias", True)),
+        max_seqlen=int(doc["max_seqlen"]),
+        extra={"source_format": "arc_yaml", "arc_model_name": doc.get("model_name")},
     )
     try:
         return Evo2Config(**kwargs)

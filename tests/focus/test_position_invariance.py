@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
+from conftest import dna_tokens, stressed_model
 
 from focus_nemo.evo2 import embedded_model_dir
 from focus_nemo.evo2.ops import rotary_cos_sin
-from focus_nemo.focus import FocusConfig, FocusModel
 from focus_nemo.focus.layout import check_stream_offset, focus_tokens, ordinary_tokens
-from conftest import dna_tokens, stressed_model
 
 TOL = 1e-5
 OFFSETS = [1 << 24, (1 << 28) + (1 << 20), 1 << 31]
