@@ -156,3 +156,28 @@ def test_load_vortex_with_arc_yaml(tmp_path):
     x = torch.randint(0, 512, (1, 64), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (loaded(x) - model(x)).abs().max().item() > 1e-4  # the scaling reaches the attention
+
+
+def test_config_reaches_the_loaders(tmp_path):
+    """model.config (Hydra) and --config (recipes) end in load_evo2's config argument."""
+    from omegaconf import OmegaConf
+
+    from focus_nemo.inference import load_base_model
+    from focus_nemo.train import config_from_hydra
+
+    cfg = config_from_hydra(OmegaConf.create({"model": {"checkpoint": "embedded", "config": "7b-262k"}}))
+    assert cfg.model.config == "7b-262k"
+    model = Evo2Model(Evo2Config.preset("tiny", norm_form="arc")).eval()
+    (path,) = export_vortex(model, tmp_path / "m.pt")
+    (tmp_path / "evo2-tiny.yml").write_text(arc_yaml_text({
+        **ARC_COMMON, "hidden_size": 64, "num_filters": 64, "num_layers": 4, "hcs_layer_idxs": [0],
+        "hcm_layer_idxs": [1], "hcl_layer_idxs": [2], "attn_layer_idxs": [3], "hcl_filter_groups": 64,
+        "hcm_filter_groups": 16, "hcs_filter_groups": 16, "num_attention_heads": 4, "inner_mlp_size": 128,
+        "rotary_emb_base": 10000, "rotary_emb_scaling_factor": 128, "use_interpolated_rotary_pos_emb": True,
+        "max_seqlen": 1048576}))
+    base = load_base_model(str(path), config=str(tmp_path / "evo2-tiny.yml"), dtype="bfloat16")
+    assert base.config.rotary_scaling == 128.0 and base.embedding.weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="applies to a checkpoint path"):
+        load_base_model("random:tiny", config="7b-262k")
+    with pytest.raises(ValueError, match="neither a preset"):
+        load_base_model(str(path), config="no-such-model")
