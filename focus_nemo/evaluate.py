@@ -687,7 +687,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     checkpoint = f"random:{cfg.model.preset}" if cfg.model.checkpoint == "random" else cfg.model.checkpoint
-    fm = load_focus_model(checkpoint, cfg.adapter, dtype=cfg.model.dtype, device=cfg.device)
+    fm = load_focus_model(checkpoint, cfg.adapter, dtype=cfg.model.dtype, device=cfg.device, config=cfg.model.config)
     window = cfg.window or fm.config.window
     cfg.check_window(window)
     (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window}, indent=2))

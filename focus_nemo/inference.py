@@ -2,7 +2,8 @@
 
 Base checkpoints are named as in the model config group: ``embedded`` (the shipped small model),
 ``random:<preset>`` (random weights, for smoke tests and profiling), or a path in any format
-`focus_nemo.evo2.load_evo2` reads. Adapters are directories written by `FocusModel.save_adapter`
+`focus_nemo.evo2.load_evo2` reads, optionally with a ``config`` (a preset name or Arc's YAML, for
+Arc files that do not record their rotary scaling). Adapters are directories written by `FocusModel.save_adapter`
 (or the NeMo model's export); ``embedded`` names the adapter shipped for the embedded model.
 """
 
@@ -53,23 +54,34 @@ def resolve_checkpoint(checkpoint: str, preset: str = "tiny") -> tuple[str | Non
 
 
 def load_base_model(checkpoint: str = "embedded", preset: str = "tiny", dtype: str = "float32",
-                    device: str | torch.device = "cpu"):
-    """An Evo2Model from ``embedded``, ``random`` (with `preset`), ``random:<preset>`` or a path."""
+                    device: str | torch.device = "cpu", config: str | None = None):
+    """An Evo2Model from ``embedded``, ``random`` (with `preset`), ``random:<preset>`` or a path.
+
+    `config` (a preset name, Arc's YAML or our config.json; None or "": the checkpoint's own) applies to a path.
+    `dtype` follows the precision policy (`focus_nemo.evo2.model`: matmul weights in `dtype`, the Hyena poles,
+    residues and medium filter taps fp32).
+    """
     from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
 
     name, path = resolve_checkpoint(checkpoint, preset)
-    model = Evo2Model(Evo2Config.preset(name)) if path is None else load_evo2(path)
+    if path is None:
+        if config:
+            raise ValueError(f"model.config: {config!r} applies to a checkpoint path, not to {checkpoint!r}")
+        model = Evo2Model(Evo2Config.preset(name))
+    else:
+        model = load_evo2(path, config=config or None)
     return model.to(device=torch.device(device), dtype=parse_dtype(dtype)).eval()
 
 
 def load_focus_model(checkpoint: str = "embedded", adapter: str | None = "embedded", dtype: str = "float32",
-                     device: str | torch.device = "cpu", focus: FocusConfig | None = None) -> FocusModel:
+                     device: str | torch.device = "cpu", focus: FocusConfig | None = None,
+                     config: str | None = None) -> FocusModel:
     """A FocusModel on `device`; the adapter's FocusConfig (k, W, scope) is used when one is given.
 
     `adapter=None` gives the untrained adapter (Focus projections copied from the base, D6) with
     `focus` (or the default FocusConfig).
     """
-    base = load_base_model(checkpoint, dtype=dtype, device=device)
+    base = load_base_model(checkpoint, dtype=dtype, device=device, config=config)
     fm = FocusModel(base, focus)
     if adapter is not None:
         fm.load_adapter(embedded_adapter_dir() if adapter == "embedded" else adapter)

@@ -181,6 +181,9 @@ def model_settings(fm, k: int, window: int) -> dict:
 def add_model_arguments(parser) -> None:
     """The command-line options of the scoring recipes that choose the model and how it streams."""
     parser.add_argument("--checkpoint", default="embedded", help="embedded, random:<preset> or a checkpoint path")
+    parser.add_argument("--config", default="", help="config of the checkpoint: a preset name or Arc's YAML "
+                        "(e.g. evo2-7b-262k.yml); default: the checkpoint's own or, for Arc files, the published "
+                        "model of its shapes")
     parser.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
     parser.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
     parser.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
@@ -191,7 +194,8 @@ def add_model_arguments(parser) -> None:
 
 
 def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
-                       window: int | None = None, dtype: str = "float32", device: str = "cpu"):
+                       window: int | None = None, dtype: str = "float32", device: str = "cpu",
+                       config: str | None = None):
     """A FocusModel for scoring and the (k, W) to stream with.
 
     With an adapter, k and W default to the adapter's; without one (`adapter=None`: Focus projections
@@ -201,7 +205,7 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
     from focus_nemo.inference import load_focus_model
 
     focus = untrained_focus_config(k, window) if adapter is None else None
-    fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus)
+    fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus, config=config)
     k, window = scoring_ratio(fm, adapter, k, window)
     return fm, k, window
 

@@ -9,10 +9,16 @@ settings reaches the same adapter as one that was never interrupted (bit for bit
 same thread count), and its ``train_log.jsonl`` holds each step once. Resuming with settings that
 change the trajectory, or from a damaged checkpoint, is an error that names the setting or the file
 (`ResumeError`).
+
+Precision (DESIGN D10): the adapter parameters and the optimizer state are fp32 whatever the base's dtype
+(master weights); `trainer.precision` sets the dtype the forward computes in: ``32`` (fp32; the base must be
+fp32) or ``bf16-mixed`` (autocast to bf16; the base is fp32 or bf16). ``16-mixed`` needs loss scaling, which
+this loop does not do: it is refused (`check_precision`), as are combinations that contradict each other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,7 +39,10 @@ log = logging.getLogger(__name__)
 class ModelSection:
     checkpoint: str = "embedded"  # a checkpoint path (any format load_evo2 reads) or "embedded"
     preset: str = "tiny"  # used only when checkpoint is "random" (tests)
-    dtype: str = "float32"
+    dtype: str = "float32"  # the frozen base's weights (the precision policy keeps Hyena filters fp32)
+    # Config of a checkpoint path: a preset name (e.g. 7b-262k) or Arc's YAML (evo2-7b-262k.yml); "" = the
+    # checkpoint's own (refused for Arc files whose shapes do not determine it).
+    config: str = ""
 
 
 @dataclass
@@ -131,7 +140,46 @@ def resolve_fasta(spec: str) -> str:
 def load_base(section: ModelSection):
     from focus_nemo.inference import load_base_model
 
-    return load_base_model(section.checkpoint, preset=section.preset, dtype=section.dtype)
+    return load_base_model(section.checkpoint, preset=section.preset, dtype=section.dtype, config=section.config)
+
+
+# trainer.precision -> dtype of the forward computation on the single backend.
+COMPUTE_DTYPES = {"32": torch.float32, "bf16-mixed": torch.bfloat16}
+
+
+def check_precision(cfg: TrainConfig) -> torch.dtype:
+    """The compute dtype of a single-backend run; refuses what `trainer.precision` cannot mean here."""
+    from focus_nemo.inference import parse_dtype
+
+    precision, base = cfg.trainer.precision, parse_dtype(cfg.model.dtype)
+    if precision not in COMPUTE_DTYPES:
+        raise ValueError(f"trainer.precision: {precision!r} is not supported by the single backend (fp16 needs loss "
+                         f"scaling); use one of {sorted(COMPUTE_DTYPES)} or trainer.backend=nemo")
+    compute = COMPUTE_DTYPES[precision]
+    if compute == torch.float32 and base != torch.float32:
+        raise ValueError(f"trainer.precision: '32' computes in float32, but model.dtype={cfg.model.dtype!r} stores "
+                         "the base in 16 bits; set trainer.precision=bf16-mixed or model.dtype=float32")
+    if base not in (torch.float32, compute):
+        raise ValueError(f"trainer.precision: {precision!r} computes in {str(compute).removeprefix('torch.')}, but "
+                         f"model.dtype={cfg.model.dtype!r} stores the base in another 16-bit dtype; set model.dtype "
+                         f"to float32 or {str(compute).removeprefix('torch.')}")
+    return compute
+
+
+def compute_context(device: torch.device, compute: torch.dtype):
+    """Autocast to the compute dtype (fp32 adapter weights meet a 16-bit base in every matmul), or nothing."""
+    if compute == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=compute)
+
+
+def fp32_adapter_(fm: FocusModel) -> list[torch.nn.Parameter]:
+    """Make the trainable (adapter) parameters fp32 master weights in place; returns them."""
+    params = [p for p in fm.parameters() if p.requires_grad]
+    for p in params:
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
+    return params
 
 
 def ratio_for_step(cfg: TrainConfig, step: int) -> int:
@@ -179,10 +227,12 @@ TRAINER_STATE = "trainer_state.pt"
 TRAIN_LOG = "train_log.jsonl"
 # The settings a run's trajectory depends on (prefixes of dotted keys of TrainConfig). Resuming with any
 # of them changed is refused; the others (evaluation, logging, run_dir, threads, device) may change.
-RESUME_SETTINGS = ("seed", "model.checkpoint", "model.preset", "model.dtype", "focus", "data.train_fasta",
-                   "data.train_regions", "data.sample_len", "data.rc_prob", "data.max_n_fraction", "trainer.lr",
-                   "trainer.weight_decay", "trainer.warmup_steps", "trainer.max_steps", "trainer.batch_size",
-                   "trainer.grad_clip")
+RESUME_SETTINGS = ("seed", "model.checkpoint", "model.preset", "model.dtype", "model.config", "focus",
+                   "data.train_fasta", "data.train_regions", "data.sample_len", "data.rc_prob", "data.max_n_fraction",
+                   "trainer.lr", "trainer.weight_decay", "trainer.warmup_steps", "trainer.max_steps",
+                   "trainer.batch_size", "trainer.grad_clip", "trainer.precision")
+# Settings added to RESUME_SETTINGS after checkpoints were written without them: their value then.
+_EARLIER_DEFAULTS = {"model.config": "", "trainer.precision": "32"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -329,6 +379,8 @@ def _load_checkpoint(fm: FocusModel, opt, run: Path, cfg: TrainConfig) -> tuple[
     if Path(name).name != name or name in ("", ".", ".."):
         raise ResumeError(f"{record_path}: directory {name!r} is not a step directory of {ck}; {restart}")
     now = _resume_settings(cfg)
+    for key, value in _EARLIER_DEFAULTS.items():
+        saved.setdefault(key, value)
     changed = [f"{key}: {saved.get(key, '(absent)')!r} in the checkpoint, {value!r} now"
                for key, value in now.items() if saved.get(key, "(absent)") != value]
     if changed:
@@ -425,6 +477,8 @@ def train(cfg: TrainConfig) -> dict:
 
         return train_nemo(cfg)
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+    compute = check_precision(cfg)
+    autocast = lambda: compute_context(device, compute)  # noqa: E731
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -433,7 +487,7 @@ def train(cfg: TrainConfig) -> dict:
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     base = load_base(cfg.model).to(device)
     fm = FocusModel(base, cfg.focus)
-    params = [p for p in fm.parameters() if p.requires_grad]
+    params = fp32_adapter_(fm)
     opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
     start, rng = _load_checkpoint(fm, opt, run, cfg)
 
@@ -444,7 +498,8 @@ def train(cfg: TrainConfig) -> dict:
     held = [b.to(device) for b in eval_batches(cfg)]
     metrics: dict = {"start_step": start}
     if start == 0:
-        metrics["before"] = fidelity(fm, held)
+        with autocast():
+            metrics["before"] = fidelity(fm, held)
     writer = SummaryWriter(str(run / "tensorboard"), purge_step=start)  # hides events of steps run again
     history = _open_train_log(run, start)
     if rng is not None:
@@ -458,7 +513,8 @@ def train(cfg: TrainConfig) -> dict:
                 g["lr"] = _lr(cfg, step)
             k = ratio_for_step(cfg, step)
             batch = data.batch(step)
-            out = focus_loss(fm, batch.raw.to(device), k=k)
+            with autocast():
+                out = focus_loss(fm, batch.raw.to(device), k=k)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             gn = torch.nn.utils.clip_grad_norm_(params, cfg.trainer.grad_clip) if cfg.trainer.grad_clip else None
@@ -472,7 +528,8 @@ def train(cfg: TrainConfig) -> dict:
                     writer.add_scalar(f"train/{n}", v, step)
             progress.update(task, advance=1, info=f"loss {rec['loss']:.4f} k={k}")
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                ev = fidelity(fm, held)
+                with autocast():
+                    ev = fidelity(fm, held)
                 for n, v in ev.items():
                     writer.add_scalar(f"heldout/{n}", v, step)
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
@@ -481,7 +538,8 @@ def train(cfg: TrainConfig) -> dict:
     if start < cfg.trainer.max_steps and not (cfg.save_every and cfg.trainer.max_steps % cfg.save_every == 0):
         _save_checkpoint(fm, opt, cfg.trainer.max_steps, run, cfg)  # else the loop's last save holds max_steps
     fm.save_adapter(run / "adapter", extra={"steps": cfg.trainer.max_steps})
-    metrics["after"] = fidelity(fm, held)
+    with autocast():
+        metrics["after"] = fidelity(fm, held)
     metrics["train_seconds"] = round(time.time() - t0, 1)
     for n, v in metrics["after"].items():
         writer.add_scalar(f"heldout/{n}", v, cfg.trainer.max_steps)

@@ -64,9 +64,14 @@ def main(argv=None) -> None:
     try:
         if args.tensor_parallel is None:
             device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, device)
+            fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, device,
+                                               config=args.config)
         else:
             from focus_nemo.nemo.scoring import check_world_size, load_tp_scoring_model
+
+            if args.config:
+                raise ValueError("--config: not supported with --tensor-parallel; convert the checkpoint first "
+                                 "(recipes/convert_checkpoint.py --config ... --format safetensors or nemo2)")
 
             check_world_size(args.tensor_parallel)  # before the slow NeMo imports
             rank = int(os.environ.get("RANK", "0"))

@@ -56,7 +56,8 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     adapter = None if args.adapter.lower() == "none" else args.adapter
     try:
-        fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, args.device)
+        fm, k, window = load_scoring_model(args.checkpoint, adapter, args.k, args.window, args.dtype, args.device,
+                                           config=args.config)
         counts = score_variants(args.variants, args.fasta, args.out, fm, flank=args.flank, k=k, window=window,
                                 chunk_size=args.chunk_size, on_ref_mismatch=args.on_ref_mismatch,
                                 on_unsupported=args.on_unsupported, overwrite=args.overwrite,

@@ -23,6 +23,16 @@ Layout facts the converters rely on (reference: the vortex inference engine and 
   the impulse response (first tap = current sample), which is our medium (D) filter convention: no flips.
 * Attention Wqkv is stored in the Megatron per-head layout [heads, (q, k, v), head_dim] in vortex, savanna and
   NeMo; ours is [Q; K; V] (vortex permutes it the same way at load time with ``column_split``).
+
+RMSNorm form (`Evo2Config.norm_form`, DESIGN D10): that of the code a checkpoint comes from. Vortex and savanna
+files are Arc's ("arc": x / (rms + eps)) unless a config says otherwise (the YAML `export_vortex` writes records
+the form of the model exported); NeMo 2 files are NeMo's ("nemo": x * rsqrt(mean square + eps)); our own files
+record it in their config (files written before the field existed are "nemo", `LEGACY_NORM_FORM`).
+
+Configs Arc's files do not record (rotary scaling, eps, activation scheme) come from the ``config`` argument: an
+`Evo2Config`, a preset name, or Arc's YAML (``evo2/configs/evo2-7b-262k.yml``). Without one they are taken from
+the published model whose shapes the file has; where that is ambiguous (the 8k and 262k 7B models share a shape)
+or no published model matches, loading is refused with an error naming what is missing.
 """
 
 from __future__ import annotations
@@ -47,8 +57,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from focus_nemo.evo2.config import PRESETS, Evo2Config
-from focus_nemo.evo2.model import Evo2Model
+from focus_nemo.evo2.config import LEGACY_NORM_FORM, PRESETS, Evo2Config, config_to_arc_yaml
+from focus_nemo.evo2.model import Evo2Model, parameter_dtype
+from focus_nemo.evo2.ops import rotary_inv_freq
 
 __all__ = [
     "CONFIG_FILE",
@@ -65,6 +76,7 @@ __all__ = [
     "read_checkpoint",
     "save_evo2",
     "vortex_state_dict",
+    "vortex_yaml_path",
 ]
 
 FORMAT_NAME = "focus_nemo.evo2"
@@ -83,9 +95,8 @@ ROTARY_RTOL = 1e-2
 
 # Harmless types that real checkpoints pickle next to their tensors.
 _TRUSTED_GLOBALS = [io.BytesIO, argparse.Namespace]
-# Parameters kept in fp32 when loading into a 16-bit dtype, as the reference inference code does: the modal
-# poles set decay rates over up to 1M steps, where a bf16 rounding of log_poles changes the filter visibly.
-_FP32_PARAM_SUFFIXES = (".mixer.filter.log_poles", ".mixer.filter.residues", ".mixer.filter.h")
+# The RMSNorm form of the code that wrote each format (when the file records none).
+_NATIVE_NORM_FORM = {"vortex": "arc", "savanna": "arc", "nemo2": "nemo"}
 _PART_RE = re.compile(r"^(?P<base>.+)\.part(?P<index>\d+)$")
 _SHAPE_FIELDS = (
     "vocab_size", "hidden_size", "num_heads", "ffn_hidden_size", "pattern", "short_filter_length",
@@ -134,7 +145,7 @@ def save_evo2(model: Evo2Model, directory: str | os.PathLike) -> Path:
 
 def load_evo2(
     path: str | os.PathLike,
-    config: Evo2Config | None = None,
+    config: Evo2Config | str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     strict: bool = True,
@@ -145,14 +156,16 @@ def load_evo2(
         path: our directory or ``.safetensors`` file, a vortex ``.pt`` (or its ``.pt.partN`` pieces, given as
             the unsplit name or any piece), a savanna ``.pt``, a NeMo2 directory, or a directory holding exactly
             one checkpoint file.
-        config: the model configuration. When given, every tensor shape is checked against it; otherwise it is
-            read from the checkpoint (ours, NeMo2) or inferred from the tensor shapes (vortex, savanna; see
-            `infer_config`). Vortex and savanna files do not record the rotary position scaling, eps or the
-            activation scheme, so context-extended variants whose shapes equal another preset (e.g. a 262k 7B
-            model, shaped like the 8k one) need an explicit config.
+        config: the model configuration: an `Evo2Config`, a preset name (``"7b-262k"``), Arc's YAML
+            (``"evo2-7b-262k.yml"``) or our ``config.json``. When given, every tensor shape is checked against it;
+            otherwise it is read from the checkpoint (ours, NeMo2) or inferred from the tensor shapes (vortex,
+            savanna; see `infer_config`). Vortex and savanna files do not record the rotary position scaling,
+            eps or the activation scheme: a file whose shapes match several published models (the 8k and the
+            262k 7B) or none is refused without a config.
         device: where the weights go.
-        dtype: floating dtype of the weights; None keeps the checkpoint's (that of its embedding). The modal
-            filter parameters and the medium filter taps stay fp32 under a 16-bit dtype.
+        dtype: floating dtype of the weights; None keeps the checkpoint's (that of its embedding). The precision
+            policy applies (`focus_nemo.evo2.model.parameter_dtype`: the modal filter parameters and the medium
+            filter taps stay fp32 under a 16-bit dtype).
         strict: raise on tensors the converter does not use (otherwise warn and drop them).
 
     Returns:
@@ -165,7 +178,8 @@ def load_evo2(
         dtype = state["embedding.weight"].dtype
     if not dtype.is_floating_point:
         raise CheckpointError(f"load_evo2: dtype must be a floating point type, got {dtype}")
-    state = {k: t.to(device=device, dtype=_param_dtype(k, t, dtype)) for k, t in state.items()}
+    state = {k: t.to(device=device, dtype=parameter_dtype(k, dtype) if t.is_floating_point() else t.dtype)
+             for k, t in state.items()}
     with torch.device("meta"):
         model = Evo2Model(cfg, init=False)
     # assign=True adopts the checkpoint tensors as parameters instead of copying them into freshly allocated
@@ -187,6 +201,7 @@ def read_checkpoint(
     Returns:
         (state dict in `Evo2Model` names, its config, format name: "ours", "vortex", "savanna" or "nemo2").
     """
+    config = Evo2Config.resolve(config)
     conv = _read_path(Path(path), config, strict)
     cfg = _resolve_config(conv, config)
     _check_rotary(conv, cfg)
@@ -260,22 +275,30 @@ def infer_config(
     head_dim: int = DEFAULT_HEAD_DIM,
     rotary_base: float | None = None,
     name: str | None = None,
+    norm_form: str = LEGACY_NORM_FORM,
+    where: str = "the checkpoint",
 ) -> Evo2Config:
     """Infer an `Evo2Config` from the tensor shapes of a state dict in our names.
 
     Shapes fix everything but the head count (taken as hidden_size / `head_dim`), the rotary settings, eps and
-    the activation scheme. When the shapes equal a published preset, its rotary scaling, context length and
-    name are adopted (e.g. the 1M-context 7B model's position scaling of 128); otherwise Evo2Config defaults
-    apply, with a warning for the rotary settings.
+    the activation scheme. When the shapes equal a published preset, its rotary base and scaling, context length
+    and name are adopted (e.g. the 1M-context 7B model's position scaling of 128). A model with attention whose
+    rotary settings are not determined that way is refused: shapes matching several presets that differ in them
+    (the 8k and 262k 7B), or no preset and no stored rotary table.
 
     Args:
         state_dict: tensors in `Evo2Model` names (meta tensors allowed).
         head_dim: attention head width.
         rotary_base: rotary base implied by the checkpoint, if it stores rotary tables.
         name: config name; defaults to the matching preset or "inferred".
+        norm_form: the RMSNorm form of the code the file comes from (shapes do not show it).
+        where: the file, for error messages.
 
     Returns:
         The configuration.
+
+    Raises:
+        CheckpointError: the rotary settings cannot be determined (naming the candidates and what to pass).
     """
     if "embedding.weight" not in state_dict:
         raise CheckpointError("infer_config: no embedding.weight in the state dict")
@@ -336,23 +359,44 @@ def infer_config(
     defaults = {f.name: f.default for f in fields(Evo2Config)}
     shape = {k: kwargs.get(k, defaults[k]) for k in _SHAPE_FIELDS}
     matches = [p for p, values in PRESETS.items() if {k: values.get(k, defaults[k]) for k in _SHAPE_FIELDS} == shape]
+
+    def rotary_of(preset: str) -> tuple[float, float]:
+        return (float(PRESETS[preset].get("rotary_base", defaults["rotary_base"])),
+                float(PRESETS[preset].get("rotary_scaling", defaults["rotary_scaling"])))
+
+    if rotary_base is not None:
+        matches = [p for p in matches if math.isclose(rotary_of(p)[0], rotary_base, rel_tol=ROTARY_RTOL)] or matches
+    if "*" in pattern and len({rotary_of(p) for p in matches}) > 1:
+        options = ", ".join(f"{p} (rotary_base {rotary_of(p)[0]:g}, scaling {rotary_of(p)[1]:g})" for p in matches)
+        raise CheckpointError(
+            f"{where}: the rotary position scaling is not recorded in the file and its shapes match several "
+            f"published models: {options}. Pass config= with Arc's YAML of the model (e.g. evo2-7b-262k.yml) or "
+            "a preset name"
+        )
     if matches:
         preset = PRESETS[matches[0]]
-        for k in ("rotary_base", "rotary_scaling", "max_seqlen"):
+        for k in ("rotary_base", "rotary_scaling", "max_seqlen", "eps", "activation_first_layer_only", "mlp_gelu"):
             if k in preset:
                 kwargs[k] = preset[k]
         kwargs["name"] = name or matches[0]
     else:
         kwargs["name"] = name or "inferred"
-        if "*" in pattern and rotary_base is None:
+        if "*" in pattern:
+            if rotary_base is None:
+                raise CheckpointError(
+                    f"{where}: rotary_base and rotary_scaling cannot be determined: the file stores no rotary table "
+                    "and its shapes match no published model. Pass config= (an Evo2Config, a preset name or the "
+                    "model's Arc YAML)"
+                )
             warnings.warn(
-                "infer_config: the checkpoint stores no rotary tables and matches no preset; using rotary_base="
-                f"{defaults['rotary_base']} and rotary_scaling={defaults['rotary_scaling']} (pass a config to "
-                "override)",
-                stacklevel=2,
+                f"{where}: the shapes match no published model; rotary_base {rotary_base:g} is read from the stored "
+                f"tables, rotary_scaling (not recorded) is taken as {defaults['rotary_scaling']:g}. Pass config= "
+                "(e.g. the model's Arc YAML) if the model was trained with position interpolation",
+                stacklevel=3,
             )
     if rotary_base is not None:
         kwargs["rotary_base"] = rotary_base
+    kwargs["norm_form"] = norm_form
     return Evo2Config(**kwargs)
 
 
@@ -367,7 +411,7 @@ def vortex_state_dict(state_dict: Mapping[str, torch.Tensor], config: Evo2Config
     out["embedding_layer.weight"] = emb
     out["unembed.weight"] = emb
     out["norm.scale"] = state_dict["final_norm.weight"]
-    inv_freq = _inv_freq(config.rotary_base, config.head_dim)
+    inv_freq = rotary_inv_freq(config.head_dim, config.rotary_base)
     for i, kind in enumerate(config.pattern):
         s = d = f"blocks.{i}."
         out[d + "pre_norm.scale"] = state_dict[s + "pre_norm.weight"]
@@ -406,10 +450,12 @@ def vortex_state_dict(state_dict: Mapping[str, torch.Tensor], config: Evo2Config
 
 
 def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | None = None) -> list[Path]:
-    """Write `model` as a vortex ``.pt`` checkpoint, usable by the Arc inference engine.
+    """Write `model` as a vortex ``.pt`` checkpoint, usable by the Arc inference engine, and its Arc-shaped YAML.
 
-    The vortex config (YAML) is not written; its rotary scaling, eps and activation settings must match the
-    model's config.
+    The YAML (`vortex_yaml_path(path)`, e.g. ``evo2_custom.yml`` beside ``evo2_custom.pt``) holds the config in
+    Arc's keys plus ``norm_form``, the RMSNorm form of the model; ``load_evo2(path, config=yaml)`` reproduces the
+    model exactly. Arc's code always normalises as x / (rms + eps): a model of another form ("nemo") is exported
+    with a warning, since Arc's code will not reproduce its logits exactly.
 
     Args:
         model: the model.
@@ -418,11 +464,20 @@ def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | No
             layout used for large published checkpoints) instead of writing `path`.
 
     Returns:
-        The files written. Any other checkpoint at `path` (whole or split) is replaced.
+        The checkpoint files written (the YAML besides). Any other checkpoint at `path` (whole or split) is replaced.
     """
     path = Path(path)
     state = {k: t.detach().to("cpu") for k, t in model.state_dict().items()}
     vsd = vortex_state_dict(state, model.config)
+    if model.config.norm_form != "arc":
+        warnings.warn(
+            f"export_vortex: {path}: the model normalises in the {model.config.norm_form!r} form, Arc's code as "
+            f"x / (rms + eps); its logits in Arc's code will differ slightly (the YAML records norm_form: "
+            f"{model.config.norm_form}, which load_evo2(path, config=yaml) honours)",
+            stacklevel=2,
+        )
+    yaml_text = config_to_arc_yaml(model.config)
+    _atomic_write(vortex_yaml_path(path), lambda tmp: tmp.write_text(yaml_text))
     if part_size is None:
         _atomic_write(path, lambda tmp: torch.save(vsd, tmp))
         for stale in _list_parts(path).values():
@@ -450,6 +505,12 @@ def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | No
     return written
 
 
+def vortex_yaml_path(path: str | os.PathLike) -> Path:
+    """The YAML `export_vortex` writes beside a vortex checkpoint: ``<name>.yml`` for ``<name>.pt``."""
+    path = Path(path)
+    return path.with_name((path.name[:-3] if path.name.endswith(".pt") else path.name) + ".yml")
+
+
 # ---------------------------------------------------------------------------------------------- reading
 @dataclass
 class _Converted:
@@ -461,6 +522,7 @@ class _Converted:
     inv_freq: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # stored rotary tables
     head_dim: int | None = None  # head width used to split Wqkv
     config: Evo2Config | None = None  # config stored with the weights
+    where: str = "the checkpoint"  # the file, for messages
 
     def put(self, key: str, tensor: torch.Tensor, source: str) -> None:
         self.state_dict[key] = tensor
@@ -515,7 +577,7 @@ def _read_dir(path: Path, config: Evo2Config | None, strict: bool) -> _Converted
 
         # The NeMo2 reader maps names with the given config (it needs e.g. the head count), else its own.
         state, cfg = read_nemo2(path) if config is None else read_nemo2(path, config)
-        return _Converted(fmt="nemo2", state_dict=dict(state), origin={}, config=cfg)
+        return _Converted(fmt="nemo2", state_dict=dict(state), origin={}, config=cfg, where=str(path))
     if (path / WEIGHTS_FILE).is_file():
         conv = _read_file(path / WEIGHTS_FILE, config, strict, str(path / WEIGHTS_FILE))
         if conv.fmt == "ours" and (path / CONFIG_FILE).is_file():
@@ -643,7 +705,7 @@ def _convert_mapping(obj: object, config: Evo2Config | None, strict: bool, where
         return _convert_savanna(state, config, strict, where)
     if "embedding.weight" in state and any(k.startswith("blocks.") for k in keys):
         src = _Source(state, where)
-        conv = _Converted(fmt="ours")
+        conv = _Converted(fmt="ours", where=where)
         for k in keys:
             if isinstance(state[k], torch.Tensor):
                 conv.put(k, src.take(k), k)
@@ -680,7 +742,7 @@ def _head_dim_from_tables(tables: list[torch.Tensor]) -> int | None:
 def _convert_vortex(state: Mapping[str, object], config: Evo2Config | None, strict: bool, where: str) -> _Converted:
     src = _Source(state, where)
     _drop_extra_state(src)
-    conv = _Converted(fmt="vortex")
+    conv = _Converted(fmt="vortex", where=where)
     tables = [t for k, t in src.rest.items() if k.endswith("rotary_emb.inv_freq") and isinstance(t, torch.Tensor)]
     head_dim = config.head_dim if config else (_head_dim_from_tables(tables) or DEFAULT_HEAD_DIM)
     conv.head_dim = head_dim
@@ -749,7 +811,7 @@ def _convert_vortex(state: Mapping[str, object], config: Evo2Config | None, stri
 def _convert_savanna(state: Mapping[str, object], config: Evo2Config | None, strict: bool, where: str) -> _Converted:
     src = _Source(state, where)
     _drop_extra_state(src)
-    conv = _Converted(fmt="savanna")
+    conv = _Converted(fmt="savanna", where=where)
     groups: dict[int, set[str]] = {}
     for k in src.rest:
         if m := re.fullmatch(r"sequential\.(\d+)\.(.+)", k):
@@ -876,11 +938,6 @@ def _qkv_to_megatron(w: torch.Tensor, head_dim: int) -> torch.Tensor:
     return w.reshape(3, hidden // head_dim, head_dim, hidden).transpose(0, 1).reshape(rows, hidden)
 
 
-def _inv_freq(base: float, head_dim: int) -> torch.Tensor:
-    """Rotary inverse frequencies as vortex computes them (fp32)."""
-    return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-
-
 def _base_from_inv_freq(t: torch.Tensor) -> float:
     """Least-squares rotary base of a stored table, snapped to a power of ten when within 1 %."""
     f = t.detach().double().cpu()
@@ -902,7 +959,7 @@ def _check_rotary(conv: _Converted, cfg: Evo2Config) -> None:
             )
         if table.is_meta:
             continue
-        expected = _inv_freq(cfg.rotary_base, cfg.head_dim)
+        expected = rotary_inv_freq(cfg.head_dim, cfg.rotary_base)
         if not torch.allclose(table.detach().float().cpu(), expected, rtol=ROTARY_RTOL, atol=0.0):
             raise CheckpointError(
                 f"{key}: the stored rotary inv_freq corresponds to rotary_base ~{_base_from_inv_freq(table):.6g}, "
@@ -921,10 +978,16 @@ def _resolve_config(conv: _Converted, config: Evo2Config | None) -> Evo2Config:
         return conv.config
     bases = {_base_from_inv_freq(t) for _, t in conv.inv_freq if not t.is_meta}
     if len(bases) > 1:
-        raise CheckpointError(f"the checkpoint's rotary tables disagree (bases {sorted(bases)}); pass a config")
+        raise CheckpointError(f"{conv.where}: the rotary tables disagree (bases {sorted(bases)}); pass a config")
     base = bases.pop() if bases else None
+    norm_form = _NATIVE_NORM_FORM.get(conv.fmt)
+    if norm_form is None:  # a bare state dict in our names: no config recorded with it
+        norm_form = LEGACY_NORM_FORM
+        warnings.warn(f"{conv.where}: a bare state dict records no config; RMSNorm form {norm_form!r} (the "
+                      "default of Evo2Config) assumed, pass config= to choose", stacklevel=3)
     try:
-        cfg = infer_config(conv.state_dict, head_dim=conv.head_dim or DEFAULT_HEAD_DIM, rotary_base=base)
+        cfg = infer_config(conv.state_dict, head_dim=conv.head_dim or DEFAULT_HEAD_DIM, rotary_base=base,
+                           norm_form=norm_form, where=conv.where)
     except KeyError as e:
         raise CheckpointError(f"cannot infer the config: missing tensor {e}; pass an explicit Evo2Config") from None
     return Evo2Config.from_dict({**cfg.to_dict(), "extra": {**cfg.extra, "source_format": conv.fmt, "inferred": True}})
@@ -973,14 +1036,6 @@ def _check_version(version: object, where: str) -> None:
         raise CheckpointError(f"{where}: missing or invalid format_version {version!r}") from None
     if v > FORMAT_VERSION:
         raise CheckpointError(f"{where}: format_version {v} is newer than this reader ({FORMAT_VERSION})")
-
-
-def _param_dtype(key: str, t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
-    if not t.is_floating_point():
-        return t.dtype
-    if key.endswith(_FP32_PARAM_SUFFIXES) and torch.finfo(dtype).bits < 32:
-        return torch.float32
-    return dtype
 
 
 def _list_parts(base: Path) -> dict[int, Path]:

@@ -13,11 +13,19 @@ Blocks (pre-norm residual, then a gated MLP), by the layer pattern of `Evo2Confi
 Streaming: `init_state()` returns an `Evo2State`; `forward_chunk(tokens, state)` consumes the next
 chunk and returns its logits and the new state. Hyena state is constant-size (FIR tails and the
 modal state), attention keeps a plain KV cache (post-rotary keys at absolute positions).
+`init_state(offset=P)` starts a stream at absolute position P (rotary angles are exact at any
+position, so the logits do not depend on P: DESIGN I7).
+
+Precision policy (DESIGN D10), defined here once and applied by every loader and by
+``Module.to()`` / ``.half()`` / ``.bfloat16()``: matmul weights take the compute dtype; the Hyena
+poles, residues and medium filter taps (`FP32_PARAMETER_SUFFIXES`) stay fp32 under a 16-bit dtype;
+rotary tables, Hyena streaming states and logits are fp32.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -35,18 +43,43 @@ from focus_nemo.evo2.ops import (
 )
 from focus_nemo.evo2.tokenizer import check_tokens
 
+# Parameters that stay fp32 when the model is put in a 16-bit dtype (DESIGN D10), as Arc's inference code keeps
+# them: the modal poles set decay rates over up to 1M steps, where a bf16 rounding of log_poles (relative error
+# 2^-9) changes the filter visibly; the medium filter taps are applied as an fp32 FFT convolution.
+FP32_PARAMETER_SUFFIXES = ("mixer.filter.log_poles", "mixer.filter.residues", "mixer.filter.h")
+
+
+def parameter_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype floating parameter `name` takes when the model is put in floating `dtype` (DESIGN D10)."""
+    if name.endswith(FP32_PARAMETER_SUFFIXES) and torch.finfo(dtype).bits < 32:
+        return torch.float32
+    return dtype
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Streaming states are kept in fp32 (or wider, for a float64 model)."""
+    return torch.promote_types(dtype, torch.float32)
+
 
 class RMSNorm(nn.Module):
-    """x * rsqrt(mean(x^2) + eps) * weight (Megatron / Transformer Engine form), computed in fp32."""
+    """RMSNorm in the form of the code the weights come from (`Evo2Config.norm_form`), computed in fp32.
 
-    def __init__(self, dim: int, eps: float) -> None:
+    * ``"arc"``: x / (sqrt(mean(x^2)) + eps) * weight (Arc's vortex and savanna);
+    * ``"nemo"``: x * rsqrt(mean(x^2) + eps) * weight (NeMo / Megatron / Transformer Engine).
+    """
+
+    def __init__(self, dim: int, eps: float, form: str = "nemo") -> None:
         super().__init__()
+        if form not in ("arc", "nemo"):
+            raise ValueError(f"RMSNorm: form {form!r} is not 'arc' or 'nemo'")
         self.eps = eps
+        self.form = form
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        ms = xf.pow(2).mean(-1, keepdim=True)
+        y = xf / (ms.sqrt() + self.eps) if self.form == "arc" else xf * torch.rsqrt(ms + self.eps)
         return (y * self.weight.float()).to(x.dtype)
 
 
@@ -130,7 +163,7 @@ class HyenaFilter(nn.Module):
         if self.kind == "H":
             return {"modal": torch.zeros(batch_size, D, self._cfg.state_size, device=device, dtype=torch.float32)}
         K = self.weight.shape[-1] if self.kind == "S" else self.h.shape[-1]
-        return {"fir": torch.zeros(batch_size, D, K - 1, device=device, dtype=dtype)}
+        return {"fir": torch.zeros(batch_size, D, K - 1, device=device, dtype=state_dtype(dtype))}
 
     def forward(self, z: torch.Tensor, state: dict | None, need_state: bool) -> tuple[torch.Tensor, dict | None]:
         """z = pre * v [B, D, L] -> h * z + D * z (the gate is applied by the caller)."""
@@ -162,7 +195,7 @@ class HyenaMixer(nn.Module):
 
     def init_state(self, batch_size: int, device, dtype) -> dict:
         D3, K = self.featurizer.shape
-        return {"featurizer": torch.zeros(batch_size, D3, K - 1, device=device, dtype=dtype),
+        return {"featurizer": torch.zeros(batch_size, D3, K - 1, device=device, dtype=state_dtype(dtype)),
                 "filter": self.filter.init_state(batch_size, device, dtype)}
 
     def forward(self, x: torch.Tensor, state: dict | None = None, need_state: bool = False):
@@ -280,8 +313,8 @@ class Evo2Block(nn.Module):
     def __init__(self, cfg: Evo2Config, index: int) -> None:
         super().__init__()
         self.kind = cfg.pattern[index]
-        self.pre_norm = RMSNorm(cfg.hidden_size, cfg.eps)
-        self.post_norm = RMSNorm(cfg.hidden_size, cfg.eps)
+        self.pre_norm = RMSNorm(cfg.hidden_size, cfg.eps, cfg.norm_form)
+        self.post_norm = RMSNorm(cfg.hidden_size, cfg.eps, cfg.norm_form)
         if self.kind == "*":
             self.attn = Attention(cfg)
         else:
@@ -301,6 +334,19 @@ class Evo2Block(nn.Module):
             return self.mlp_residual(x), state
         y, new_state = self.mixer(self.pre_norm(x), state, need_state)
         return self.mlp_residual(x + y), new_state
+
+
+def check_offset(offset) -> int:
+    """A stream's absolute starting position: a non-negative integer (positions are int64)."""
+    if isinstance(offset, bool):
+        raise TypeError("offset: must be an integer, got bool")
+    try:
+        offset = operator.index(offset)
+    except TypeError:
+        raise TypeError(f"offset: must be an integer, got {type(offset).__name__}") from None
+    if not 0 <= offset < 2**62:
+        raise ValueError(f"offset: must be in [0, 2^62), got {offset}")
+    return offset
 
 
 def tensor_nbytes(obj) -> int:
@@ -336,9 +382,22 @@ class Evo2Model(nn.Module):
         self.config = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.blocks = nn.ModuleList(Evo2Block(cfg, i) for i in range(cfg.num_layers))
-        self.final_norm = RMSNorm(cfg.hidden_size, cfg.eps)
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.eps, cfg.norm_form)
         if init and not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
+
+    def _apply(self, fn, recurse: bool = True):
+        """Module.to() / half() / bfloat16() / cuda() keep the fp32 parameters of the precision policy fp32."""
+        keep = {n: p.data for n, p in self.named_parameters() if n.endswith(FP32_PARAMETER_SUFFIXES)}
+        super()._apply(fn, recurse)
+        for n, p in self.named_parameters():
+            old = keep.get(n)
+            if old is None or p.is_meta or old.is_meta or not p.is_floating_point():
+                continue
+            want = parameter_dtype(n, p.dtype)
+            if want != p.dtype:
+                p.data = old.to(device=p.device, dtype=want)
+        return self
 
     @torch.no_grad()
     def reset_parameters(self, seed: int = 0) -> None:
@@ -366,8 +425,8 @@ class Evo2Model(nn.Module):
         return self.embedding(tokens)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final norm + tied unembedding."""
-        return F.linear(self.final_norm(x), self.embedding.weight)
+        """Final norm + tied unembedding; logits in fp32 whatever the compute dtype (DESIGN D10)."""
+        return F.linear(self.final_norm(x), self.embedding.weight).float()
 
     def forward(self, tokens: torch.Tensor, attention_span: int | None = None) -> torch.Tensor:
         """Full-sequence (parallel) forward: tokens [B, L] -> logits [B, L, vocab].
@@ -384,12 +443,17 @@ class Evo2Model(nn.Module):
         return self.head(x)
 
     # ------------------------------------------------------------------ streaming
-    def init_state(self, batch_size: int = 1, device=None, dtype=None) -> Evo2State:
+    def init_state(self, batch_size: int = 1, device=None, dtype=None, offset: int = 0) -> Evo2State:
+        """An empty streaming state whose first base sits at absolute position `offset` (>= 0).
+
+        A stream started at `offset` computes what a stream started at 0 computes for the same bases (DESIGN I7):
+        only attention sees positions, and rotary angles are exact at any integer position.
+        """
         p = self.embedding.weight
         device = p.device if device is None else device
         dtype = p.dtype if dtype is None else dtype
         blocks = [KVCache() if b.is_attention else b.mixer.init_state(batch_size, device, dtype) for b in self.blocks]
-        return Evo2State(blocks=blocks, offset=0)
+        return Evo2State(blocks=blocks, offset=check_offset(offset))
 
     def forward_chunk(self, tokens: torch.Tensor, state: Evo2State) -> tuple[torch.Tensor, Evo2State]:
         """Consume the next chunk [B, C]; returns (logits [B, C, vocab], new state).

@@ -34,6 +34,7 @@ Distributed Checkpoint) and ``context/`` (the model config as ``model.yaml`` and
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import importlib
 import json
 import pickle
@@ -430,6 +431,7 @@ def evo2_config_from_nemo(fields: dict, *, vocab_size: int = 512, name: str = "n
         attn_out_bias=bool(fields.get("add_attn_proj_bias", True)),
         max_seqlen=int(fields.get("seq_length", 8192)),
         mlp_gelu=mlp_gelu,
+        norm_form="nemo",  # NeMo's Hyena normalises with Transformer Engine's / Megatron's RMSNorm
         extra={"source": "nemo2"},
     )
 
@@ -511,7 +513,8 @@ def read_nemo2(path: str | Path, cfg: Evo2Config | None = None) -> tuple[dict[st
 
     Args:
         path: the checkpoint directory (holding ``weights/`` and ``context/``), or its ``weights/``.
-        cfg: the Evo-2 shape; by default derived from the checkpoint context.
+        cfg: the Evo-2 shape; by default derived from the checkpoint context. Its RMSNorm form is set to
+            NeMo's ("nemo", with a warning if it said otherwise): NeMo computes every NeMo 2 checkpoint that way.
 
     Returns:
         (Evo2Model state dict, Evo2Config)
@@ -519,5 +522,9 @@ def read_nemo2(path: str | Path, cfg: Evo2Config | None = None) -> tuple[dict[st
     path = Path(path)
     if cfg is None:
         cfg = read_nemo2_config(path)
+    elif cfg.norm_form != "nemo":
+        warnings.warn(f"{path}: a NeMo 2 checkpoint is computed with NeMo's RMSNorm (x * rsqrt(mean(x^2) + eps)); "
+                      f"the given config {cfg.name!r} says norm_form={cfg.norm_form!r}, using 'nemo'", stacklevel=2)
+        cfg = dataclasses.replace(cfg, norm_form="nemo")
     weights = read_megatron_weights(_weights_dir(path))
     return megatron_to_evo2(weights, cfg), cfg

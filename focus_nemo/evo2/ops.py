@@ -41,12 +41,13 @@ def causal_fir(u: torch.Tensor, taps: torch.Tensor, tail: torch.Tensor | None) -
         tail: the previous K-1 inputs [B, C, K-1] (zeros at the start of a sequence) or None.
 
     Returns:
-        (y [B, C, L], new tail [B, C, K-1]).
+        (y [B, C, L], new tail [B, C, K-1] in the dtype of `tail`, or u's without one).
     """
     B, C, L = u.shape
     K = taps.shape[-1]
     if tail is None:
         tail = u.new_zeros(B, C, K - 1)
+    tail_dtype = tail.dtype
     x = torch.cat([tail.to(u.dtype), u], dim=-1)  # [B, C, L + K - 1]
     new_tail = x[..., x.shape[-1] - (K - 1):] if K > 1 else x[..., :0]
     if K >= FFT_FIR_MIN_LENGTH:
@@ -56,7 +57,7 @@ def causal_fir(u: torch.Tensor, taps: torch.Tensor, tail: torch.Tensor | None) -
         y = torch.fft.irfft(xf * hf, n=n)[..., K - 1: K - 1 + L].to(u.dtype)
     else:
         y = F.conv1d(x, taps.to(u.dtype).unsqueeze(1), groups=C)
-    return y, new_tail.contiguous()
+    return y, new_tail.to(tail_dtype).contiguous()
 
 
 def modal_filter(log_poles: torch.Tensor, residues: torch.Tensor, length: int) -> torch.Tensor:
@@ -128,14 +129,41 @@ def modal_iir(
     return y, new_state
 
 
+def rotary_inv_freq(head_dim: int, base: float, device=None) -> torch.Tensor:
+    """Rotary inverse frequencies base^(-2i/head_dim), i < head_dim/2, as the reference codes compute them (fp32)."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+
+
 def rotary_cos_sin(
-    positions: torch.Tensor, head_dim: int, base: float, scaling: float
+    positions: torch.Tensor, head_dim: int, base: float, scaling: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables [..., L, head_dim] for absolute positions (non-interleaved rotary, fp32)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
-    freqs = (positions.float() / scaling).unsqueeze(-1) * inv_freq
-    emb = torch.cat([freqs, freqs], dim=-1)
-    return emb.cos(), emb.sin()
+    """Exact rotary tables for absolute integer positions: (cos, sin), each [..., L, head_dim] fp32.
+
+    The one rotary implementation of the project (every backbone calls it). The angle of position p in
+    frequency pair i is (p / scaling) * inv_freq[i] (non-interleaved "rotate-half" layout: both halves of the
+    head share the pair's angle); `inv_freq` is `rotary_inv_freq` (fp32, as Arc's and NeMo's code build it).
+    The angle is formed and reduced in float64 from the integer position, so it is exact to ~1e-16 relative:
+    at positions up to 2^31 its error is below 1e-6 rad, and logits do not depend on the absolute offset of a
+    sequence (DESIGN I7). The former fp32 product ``positions.float() * inv_freq`` rounds positions above
+    2^24 and loses the angle's fraction long before that. Works on CPU and CUDA (any device with float64).
+
+    Args:
+        positions: integer tensor [L] or [B, L] of absolute positions (int64; floating tensors are refused
+            because they may already have been rounded).
+        head_dim: attention head width (even).
+        base: rotary base (10000 or 1e6 in Evo-2).
+        scaling: linear position scaling (Arc's rotary_emb_scaling_factor, NeMo's
+            seq_len_interpolation_factor); 1 for none.
+
+    Returns:
+        (cos, sin), fp32, shape positions.shape + (head_dim,).
+    """
+    if positions.is_floating_point() or positions.is_complex():
+        raise TypeError(f"rotary_cos_sin: positions must be an integer tensor, got {positions.dtype}")
+    inv_freq = rotary_inv_freq(head_dim, base, positions.device).double()
+    angles = (positions.to(torch.float64) / float(scaling)).unsqueeze(-1) * inv_freq
+    emb = torch.cat([angles, angles], dim=-1)
+    return emb.cos().float(), emb.sin().float()
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,9 @@ and takes the absolute position of the block's last base (rotary positions of or
 their absolute positions). Only windows that are followed by more bases need Focus tokens: a Focus
 token is read only by later windows.
 
+All positions and indices are int64 tensors computed with integer arithmetic, so they are exact at any
+absolute position (a stream may start at a window-aligned offset P, `check_stream_offset`).
+
 Every token is described by four integers (a `Tokens` record of equal-length tensors):
 ``window``, ``pos`` (absolute base position; a Focus token's is its block's last base), ``block``
 (index of the k-block inside the window) and ``is_focus``. `visible()` is the single attention rule
@@ -20,6 +23,7 @@ Every token is described by four integers (a `Tokens` record of equal-length ten
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -50,9 +54,22 @@ class Tokens:
         return Tokens(z, z, z, z.bool())
 
 
+def check_stream_offset(offset, window: int) -> int:
+    """The absolute position a FOCUS stream starts at: a non-negative integer multiple of `window`."""
+    if isinstance(offset, bool):
+        raise TypeError("offset: must be an integer, got bool")
+    try:
+        offset = operator.index(offset)
+    except TypeError:
+        raise TypeError(f"offset: must be an integer, got {type(offset).__name__}") from None
+    if not 0 <= offset < 2**62 or offset % window:
+        raise ValueError(f"offset: must be a non-negative multiple of the window ({window}) below 2^62, got {offset}")
+    return offset
+
+
 def ordinary_tokens(start: int, end: int, k: int, window: int, device=None) -> Tokens:
     """Descriptors of the ordinary bases at absolute positions [start, end)."""
-    pos = torch.arange(start, end, device=device)
+    pos = torch.arange(int(start), int(end), dtype=torch.long, device=device)
     return Tokens(pos // window, pos, (pos % window) // k, torch.zeros_like(pos, dtype=torch.bool))
 
 

@@ -33,7 +33,7 @@ from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend
 from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
 from focus_nemo.focus.config import FocusConfig, check_k_window
-from focus_nemo.focus.layout import Layout, Tokens, focus_tokens, ordinary_tokens, visible
+from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
 
 
 @dataclass
@@ -207,11 +207,8 @@ class FocusCore(nn.Module):
         """An empty streaming state; the stream's first base sits at absolute position `offset`
         (a multiple of the window: a stream starts at a window boundary)."""
         k, window = self._ratio(k, window)
-        if not isinstance(offset, int) or offset < 0 or offset % window:
-            raise ValueError(f"init_state: offset must be a non-negative multiple of the window {window}, "
-                             f"got {offset!r}")
         bb = self.backbone
-        st = FocusState(k=k, window=window, offset=offset,
+        st = FocusState(k=k, window=window, offset=check_stream_offset(offset, window),
                         memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device))
         for i in bb.block_ids():
             if bb.is_attention(i):

@@ -2,7 +2,8 @@
 
 The directory is the one NeMo's checkpoint importers produce: ``weights/`` (a Megatron
 ``torch_dist`` distributed checkpoint of the Lightning `HyenaModel`) and ``context/`` (the
-serialised model config and tokenizer, ``io.json`` and ``model.yaml``). NeMo's tools load it like
+serialised model config and tokenizer, ``io.json`` and ``model.yaml``), plus `NUMERICS_RECORD`
+recording the RMSNorm form (NeMo's) and that of the source model. NeMo's tools load it like
 any converted Evo-2 checkpoint, and `focus_nemo.evo2.nemo2.read_nemo2` reads it without NeMo.
 
 The steps are those of NeMo's ``ModelConnector.nemo_setup`` / ``nemo_save``: a one-device CPU
@@ -25,7 +26,9 @@ calling it needs an ``if __name__ == "__main__":`` guard)::
 
 from __future__ import annotations
 
+import json
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,7 +37,11 @@ import torch
 from focus_nemo.evo2.checkpoint import check_state_dict
 from focus_nemo.evo2.config import Evo2Config
 
-__all__ = ["save_nemo2"]
+__all__ = ["NUMERICS_RECORD", "save_nemo2"]
+
+# Written beside weights/ and context/: the RMSNorm form NeMo computes the checkpoint with ("nemo") and the form of
+# the model the weights came from (DESIGN D10).
+NUMERICS_RECORD = "focus_nemo_numerics.json"
 
 
 def save_nemo2(
@@ -84,6 +91,11 @@ def save_nemo2(
     state = dict(evo2_state_dict)
     check_state_dict(state, cfg)
     build.check_nemo_compatible(cfg)
+    if cfg.norm_form != "nemo":
+        warnings.warn(f"save_nemo2: {out_dir}: the weights come from a model that normalises in the {cfg.norm_form!r} "
+                      "form (x / (rms + eps)); NeMo computes x * rsqrt(mean(x^2) + eps), so NeMo's logits differ "
+                      "slightly from the source model's (the checkpoint records norm_form 'nemo' and its source's)",
+                      stacklevel=2)
     if dtype is None:
         dtype = state["embedding.weight"].dtype
     if not dtype.is_floating_point:
@@ -123,6 +135,9 @@ def save_nemo2(
             prepare(model.module)
         trainer.save_checkpoint(out_dir)
         TrainerContext.from_trainer(trainer).io_dump(ckpt_to_context_subdir(out_dir), yaml_attrs=["model"])
+        record = {"format": "focus_nemo.evo2", "norm_form": "nemo", "source_norm_form": cfg.norm_form,
+                  "source_config": cfg.name}
+        (out_dir / NUMERICS_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     finally:
         nl.teardown(trainer)
     return out_dir

@@ -54,11 +54,11 @@ def focus_forward_step(model, batch) -> torch.Tensor:
     return model(raw=batch["raw"], k=int(batch["k"][0]))
 
 
-def read_base_weights(path: str) -> tuple[dict[str, torch.Tensor], Evo2Config]:
+def read_base_weights(path: str, config: Evo2Config | None = None) -> tuple[dict[str, torch.Tensor], Evo2Config]:
     """Evo2Model-layout state dict and config of a base checkpoint (NeMo 2 dir or any load_evo2 format)."""
     from focus_nemo.evo2.checkpoint import read_checkpoint
 
-    state, cfg, _ = read_checkpoint(path)
+    state, cfg, _ = read_checkpoint(path, config=config)
     return state, cfg
 
 
@@ -120,7 +120,7 @@ class FocusHyenaConfig(HyenaConfig):
         if torch.cuda.is_available():
             mcore = mcore.cuda()
         if self.base_checkpoint:
-            state, found = read_base_weights(self.base_checkpoint)
+            state, found = read_base_weights(self.base_checkpoint, evo2)
             if found.shape_hash() != evo2.shape_hash():
                 raise ValueError(f"FocusHyenaConfig.base_checkpoint: {self.base_checkpoint} holds a "
                                  f"{found.name} base (shape {found.shape_hash()}), the model config describes "
@@ -487,7 +487,7 @@ def _base_source(section) -> tuple[Evo2Config, str | None]:
         return Evo2Config.preset(name), None
     if (path / "context").is_dir():  # NeMo 2: the config alone, without reading the weights
         return read_nemo2_config(path), str(path)
-    return read_checkpoint(path)[1], str(path)
+    return read_checkpoint(path, config=getattr(section, "config", "") or None)[1], str(path)
 
 
 def _have_te() -> bool:

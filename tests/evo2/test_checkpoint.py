@@ -36,8 +36,9 @@ TOL = 1e-6
 
 # ---------------------------------------------------------------------------------------------- helpers
 def random_model(cfg: Evo2Config | None = None, seed: int = 0) -> Evo2Model:
-    """A tiny model whose every parameter (norm scales and biases included) is non-trivial."""
-    cfg = cfg or Evo2Config.preset("tiny")
+    """A tiny model whose every parameter (norm scales and biases included) is non-trivial; by default in Arc's
+    RMSNorm form, the form vortex and savanna files are read in."""
+    cfg = cfg or Evo2Config.preset("tiny", norm_form="arc")
     model = Evo2Model(cfg)
     model.reset_parameters(seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -267,7 +268,8 @@ def test_roundtrip_vortex_split_parts(tmp_path):
         loaded = load_evo2(path, config=model.config)
         assert_same_state(model, loaded)
         assert max_diff(model, loaded, x) <= TOL
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in parts)  # joined temp removed
+    # The joined temporary file is removed; the Arc-shaped YAML stays beside the pieces.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in parts] + ["evo2_tiny.yml"])
     os.unlink(parts[1])
     with pytest.raises(CheckpointError, match="without gaps"):
         load_evo2(base)
@@ -297,6 +299,45 @@ def test_vortex_matches_reference_semantics(tmp_path):
     w = vsd["blocks.1.projections.weight"].view(cfg.hidden_size, 3, cfg.hidden_size)
     swapped["blocks.1.projections.weight"] = w[:, [1, 0, 2]].reshape(3 * cfg.hidden_size, cfg.hidden_size)
     assert (vortex_reference_logits(swapped, x, cfg.num_heads, cfg.eps) - ours).abs().max().item() > 100 * err
+
+
+def test_vortex_norm_form_is_arcs(tmp_path):
+    """A vortex file is computed with Arc's RMSNorm x / (rms + eps), pinned against an independent computation of
+    that formula, at activations small enough (0.02-std embedding, eps 1e-6) for the form to matter."""
+    cfg = Evo2Config.preset("tiny")  # the default Evo2Config form: "nemo"
+    model = random_model(cfg)
+    with torch.no_grad():
+        model.embedding.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(5))
+    with pytest.warns(UserWarning, match="normalises in the 'nemo' form"):
+        (path,) = export_vortex(model, tmp_path / "m.pt")
+    vsd = torch.load(path, weights_only=True)
+    x = tokens(64, 1)
+    ref = vortex_reference_logits(vsd, x, cfg.num_heads, cfg.eps)
+    scale = ref.abs().max().item()
+    loaded = load_evo2(path)  # no config: the form of the code vortex files come from
+    assert loaded.config.norm_form == "arc"
+    with torch.no_grad():
+        err = (loaded(x) - ref).abs().max().item()
+        nemo_form = (model(x) - ref).abs().max().item()
+    assert err <= 1e-5 * scale, (err, scale)
+    assert nemo_form > 100 * err and nemo_form > 1e-3 * scale, (nemo_form, err, scale)  # the forms differ here
+    # The YAML written beside the file records the exported model's own form, and reproduces it exactly.
+    again = load_evo2(path, config=tmp_path / "m.yml")
+    assert again.config.norm_form == "nemo" and again.config.shape_dict() == cfg.shape_dict()
+    assert max_diff(model, again, x) <= TOL
+
+
+def test_norm_form_is_recorded_in_our_files(tmp_path):
+    model = random_model(Evo2Config.preset("tiny", norm_form="arc"))
+    save_evo2(model, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / CONFIG_FILE).read_text())["norm_form"] == "arc"
+    loaded = load_evo2(tmp_path / "a" / "model.safetensors")  # the weights' own metadata
+    assert loaded.config.norm_form == "arc" and max_diff(model, loaded, tokens()) <= TOL
+    # A config written before the field existed (the embedded model's hash is that of such a config) is "nemo".
+    legacy = Evo2Config.from_dict({k: v for k, v in Evo2Config.preset("small").to_dict().items() if k != "norm_form"})
+    assert legacy.norm_form == "nemo"
+    assert Evo2Config.preset("small").shape_hash() == "18082a957dc54099"
+    assert Evo2Config.preset("small", norm_form="arc").shape_hash() != "18082a957dc54099"
 
 
 def test_vortex_extra_state_and_unembed(tmp_path):
@@ -357,11 +398,14 @@ def test_roundtrip_savanna(tmp_path, offset, short_conv_bias):
 
 def test_savanna_inferred_config_head_dim_128(tmp_path):
     cfg = Evo2Config(hidden_size=256, num_heads=2, ffn_hidden_size=64, pattern="SDH*", hcs_groups=16,
-                     hcm_groups=16, hcl_groups=256)
+                     hcm_groups=16, hcl_groups=256, norm_form="arc")
     model = random_model(cfg)
     torch.save(savanna_checkpoint(model), tmp_path / "savanna.pt")
-    with pytest.warns(UserWarning, match="rotary"):  # savanna stores no rotary table and no preset matches
-        loaded = load_evo2(tmp_path / "savanna.pt")
+    # Savanna stores no rotary table and no preset matches: the rotary settings are not guessed.
+    with pytest.raises(CheckpointError, match=r"savanna\.pt: rotary_base and rotary_scaling cannot be determined"):
+        load_evo2(tmp_path / "savanna.pt")
+    # Given the rotary settings only (head count, eps, norm form of the file's own code come along).
+    loaded = load_evo2(tmp_path / "savanna.pt", config=cfg)
     assert loaded.config.shape_dict() == cfg.shape_dict()
     assert max_diff(model, loaded, tokens(32, 1)) <= TOL
 
@@ -459,7 +503,7 @@ def test_meta_7b_shape_check_costs_no_memory():
     # The whole vortex path at full size: export names and layouts, then read them back with inference.
     vsd = vortex_state_dict(state, cfg)  # rotary tables are real (64 floats each), everything else meta
     converted, inferred = convert_vortex_state_dict(vsd)
-    assert inferred.shape_dict() == cfg.shape_dict() and inferred.name == "7b"
+    assert inferred.shape_dict() == cfg.shape_dict() and inferred.name == "7b-1m"
     assert all(t.is_meta for t in converted.values())
     assert sum(t.numel() for t in converted.values()) > 6e9
     bad = dict(state)

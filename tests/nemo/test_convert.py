@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
-from focus_nemo.evo2.checkpoint import export_vortex, load_evo2, read_checkpoint
+from focus_nemo.evo2.checkpoint import export_vortex, load_evo2, read_checkpoint, vortex_yaml_path
 from focus_nemo.evo2.nemo2 import read_nemo2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,9 @@ def test_nemo2_to_safetensors(source, nemo2_output, tmp_path):
 def test_safetensors_round_trip(source, tmp_path):
     model, vortex = source
     first, second = tmp_path / "a", tmp_path / "b"
-    recipe.main(["--input", str(vortex), "--output", str(first), "--format", "safetensors"])
+    # The YAML export_vortex wrote records the model's RMSNorm form (a vortex file alone is read in Arc's).
+    recipe.main(["--input", str(vortex), "--output", str(first), "--format", "safetensors",
+                 "--config", str(vortex_yaml_path(vortex))])
     recipe.main(["--input", str(first), "--output", str(second), "--format", "safetensors"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temporary left
     for out in (first, second):
