@@ -102,19 +102,16 @@ class FocusHyenaConfig(HyenaConfig):
         """Megatron Hyena model with the frozen base loaded and FOCUS layers inserted (a NemoFocusModel)."""
         from focus_nemo.nemo import build
         from focus_nemo.nemo.focus_model import NemoFocusModel
+        from focus_nemo.nemo.spec import hyena_stack_spec
 
         if vp_stage is not None:
             raise ValueError("FocusHyenaConfig: virtual pipeline parallelism is not supported")
         evo2 = self.evo2_config
-        if self.use_te:
-            from nemo.collections.llm.gpt.model.megatron.hyena.hyena_layer_specs import get_hyena_stack_spec
-
-            spec = get_hyena_stack_spec(use_te=True, vortex_style_fp8=self.vortex_style_fp8,
-                                        unfused_rmsnorm=self.unfused_rmsnorm, plain_row_linear=self.plain_row_linear)
-        else:
-            from focus_nemo.nemo.spec import hyena_stack_spec
-
-            spec = hyena_stack_spec()
+        # The local spec on every device, also where Transformer Engine is installed (the NGC / BioNeMo
+        # images): the Focus projections are plain Megatron linears over the same norms, and a base
+        # checkpoint written by NeMo's TE spec (fused norm names) is read by name
+        # (focus_nemo.evo2.nemo2 / build.local_spec_names). `use_te` is not consulted.
+        spec = hyena_stack_spec()
         self.bias_activation_fusion = False if self.remove_activation_post_first_layer else self.bias_activation_fusion
         mcore = build.megatron_hyena_model(self, spec, evo2.vocab_size)
         if torch.cuda.is_available():
@@ -425,7 +422,7 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
     mcfg = FocusHyenaConfig.from_evo2(
         evo2, cfg.focus, base_checkpoint=base_ckpt, tensor_parallel_size=t.tensor_model_parallel_size,
         seq_length=max(cfg.data.sample_len, 1024), params_dtype=dtype, bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16, use_te=gpu and _have_te(), use_cpu_initialization=not gpu)
+        fp16=dtype == torch.float16, use_te=False, use_cpu_initialization=not gpu)
     model = FocusHyenaModel(mcfg, tokenizer=ByteLevelTokenizer())
 
     record = _resume_record(run, cfg)
@@ -488,14 +485,6 @@ def _base_source(section) -> tuple[Evo2Config, str | None]:
     if (path / "context").is_dir():  # NeMo 2: the config alone, without reading the weights
         return read_nemo2_config(path), str(path)
     return read_checkpoint(path)[1], str(path)
-
-
-def _have_te() -> bool:
-    try:
-        import transformer_engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _ddp_config():
