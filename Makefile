@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test test-slow test-all demo lint lint-docker clean
+.PHONY: install test test-slow test-all test-gpu demo lint lint-docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,6 +24,11 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The CUDA tests (tests/gpu); refuses to run where no CUDA device is visible (they would all skip).
+test-gpu: $(STAMP)
+	$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device visible (torch.cuda.is_available() is False)')"
+	$(BIN)/python -m pytest tests/gpu -q -rs
 
 demo: $(STAMP)
 	$(BIN)/python recipes/train_focus.py +experiment=demo

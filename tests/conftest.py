@@ -67,13 +67,28 @@ def perturb_focus_(fm, seed: int) -> dict[str, torch.Tensor]:
     return fresh
 
 
+# The distributions of the ``nemo`` extra whose modules the NeMo tests import.
+NEMO_DISTRIBUTIONS = {"nemo_toolkit": "nemo", "megatron-core": "megatron.core"}
+
+
 def require_nemo() -> None:
-    """Skip the calling test when NeMo / Megatron Core cannot be imported."""
-    try:
-        import megatron.core  # noqa: F401
-        import nemo  # noqa: F401
-    except Exception as err:  # a broken Transformer Engine install raises RuntimeError, not ImportError
-        pytest.skip(f"NeMo / Megatron Core not importable ({type(err).__name__}: {err})")
+    """Skip the calling test when the NeMo extra is not installed (a distribution of
+    NEMO_DISTRIBUTIONS is absent). When it is installed, its modules are imported and any error
+    (a broken Transformer Engine raises RuntimeError, a missing dependency ImportError) propagates,
+    so a broken install fails the tests instead of skipping them."""
+    import importlib
+    from importlib import metadata
+
+    absent = []
+    for dist in NEMO_DISTRIBUTIONS:
+        try:
+            metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            absent.append(dist)
+    if absent:
+        pytest.skip(f"the nemo extra is not installed (no distribution {', '.join(absent)}; pip install -e '.[nemo]')")
+    for module in NEMO_DISTRIBUTIONS.values():
+        importlib.import_module(module)
 
 
 def run_worker(script: str, *args: str, nproc: int = 1, timeout: int = 300) -> None:

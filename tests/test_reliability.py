@@ -73,8 +73,11 @@ import hashlib
 import io
 import json
 import os
+import socket
 import stat
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -88,7 +91,7 @@ from focus_nemo.data import FastaFile, FastaFormatError
 from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
 from focus_nemo.evo2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_evo2
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
-from focus_nemo.focus.adapter import CONFIG, TENSORS, save_adapter
+from focus_nemo.focus.adapter import CONFIG, TENSORS, remove_stale_temp_files, save_adapter
 from focus_nemo.inference import load_base_model
 from focus_nemo.train import (
     CHECKPOINT_DIR,
@@ -229,10 +232,21 @@ def test_truncated_adapter_config_is_named(tmp_path):
         FocusModel(stressed_model("SDH*"), FocusConfig(k=4, window=16)).load_adapter(path)
 
 
+def _exited_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
 def test_adapter_files_are_readable_like_other_files_and_leftovers_are_removed(tmp_path):
     fm = FocusModel(stressed_model("SDH*"), FocusConfig(k=4, window=16))
     (tmp_path / "a").mkdir()
-    stale = tmp_path / "a" / f".{TENSORS}.k2j4x8.tmp"  # what a save killed mid-write leaves
+    # what a save killed mid-write leaves: its writer has exited
+    stale = tmp_path / "a" / f".{TENSORS}.{_exited_pid()}@{_this_host()}.k2j4x8.tmp"
     stale.write_bytes(b"partial")
     old = os.umask(0o022)
     try:
@@ -243,6 +257,31 @@ def test_adapter_files_are_readable_like_other_files_and_leftovers_are_removed(t
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [TENSORS, CONFIG]
     for name in (TENSORS, CONFIG):
         assert stat.S_IMODE((tmp_path / "a" / name).stat().st_mode) == 0o644, name
+
+
+def test_temporary_files_of_other_processes_are_never_removed(tmp_path):
+    """Writers sharing a directory (data-parallel replicas, nodes on a shared file system) do not
+    delete each other's temporary files; only those of exited writers on this host go."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"live_other": f"{sleeper.pid}@{_this_host()}", "this_process": f"{os.getpid()}@{_this_host()}",
+                 "other_host": f"{_exited_pid()}@elsewhere.example", "no_writer": "k2j4x8",
+                 "exited": f"{_exited_pid()}@{_this_host()}"}
+        files = {}
+        for what, tag in names.items():
+            suffix = ".tmp" if what == "no_writer" else ".q1w2e3.tmp"
+            files[what] = tmp_path / f".{TENSORS}.{tag}{suffix}"
+            files[what].write_bytes(b"in progress")
+        removed = remove_stale_temp_files(tmp_path, (TENSORS, CONFIG))
+        assert removed == [files["exited"]]
+        assert [w for w, f in files.items() if f.exists()] == ["live_other", "this_process", "other_host",
+                                                               "no_writer"]
+        fm = FocusModel(stressed_model("SDH*"), FocusConfig(k=4, window=16))
+        save_adapter(fm, tmp_path)  # a save next to them leaves them too
+        assert all(files[w].exists() for w in ("live_other", "this_process", "other_host", "no_writer"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 @pytest.mark.parametrize("cut", ["header", "empty", "config"])

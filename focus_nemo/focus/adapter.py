@@ -15,7 +15,8 @@ by ``focus_nemo.evaluate``, not of correctness.
 
 Files are written under a temporary name in the target directory, flushed to disk and renamed into
 place (the directory entry is synced too), so a reader, or a run killed at any instant, sees either
-the old file or the new one, never a partial one. One process writes a given directory at a time.
+the old file or the new one, never a partial one. One process writes a given directory at a time;
+temporary files name their writer, and only those of writers that have exited are cleaned up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import glob
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -70,9 +73,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _writer_tag() -> str:
+    """``<pid>@<host>``: the process that owns a temporary file (host names are [A-Za-z0-9.-])."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "localhost"
+    return f"{os.getpid()}@{host}"
+
+
 def _temp_in(directory: Path, name: str) -> str:
-    """An empty temporary file next to `name` in `directory`, readable like any other new file."""
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    """An empty temporary file next to `name` in `directory` (``.<name>.<pid>@<host>.<random>.tmp``),
+    readable like any other new file."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.{_writer_tag()}.", suffix=".tmp")
     try:
         with contextlib.suppress(OSError):  # best effort: some file systems have no mode bits
             os.fchmod(fd, _default_file_mode())
@@ -81,12 +91,34 @@ def _temp_in(directory: Path, name: str) -> str:
     return tmp
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_stale_temp_files(directory: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete temporary files that writes of `names` left in `directory` when a process was killed
-    mid-write; returns what was removed."""
+    """Delete temporary files that writes of `names` left in `directory` when their process was
+    killed mid-write; returns what was removed.
+
+    Only files whose writer (the ``<pid>@<host>`` in the name) ran on this host and has exited are
+    removed: a temporary file of a live process (this one included) or of another host, or one
+    without a writer in its name, is never touched, so processes sharing a directory (data-parallel
+    replicas, nodes on a shared file system) cannot delete each other's files mid-write.
+    """
+    host = _writer_tag().partition("@")[2]
     removed = []
     for name in names:
-        for stale in directory.glob(f".{glob.escape(name)}.*.tmp"):
+        prefix = f".{name}."
+        for stale in directory.glob(f"{glob.escape(prefix)}*.tmp"):
+            owner = stale.name[len(prefix):-len(".tmp")].rpartition(".")[0]
+            pid, at, owner_host = owner.partition("@")
+            if not (at and pid.isdigit() and owner_host == host) or _process_alive(int(pid)):
+                continue
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
                 removed.append(stale)

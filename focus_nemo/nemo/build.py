@@ -20,6 +20,7 @@ Usage (one process, or ``torchrun --nproc_per_node 2 ...`` for TP=2)::
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import torch
@@ -250,35 +251,109 @@ def shard_for_rank(name: str, full: torch.Tensor, rank: int, size: int) -> torch
     return full
 
 
+# Norm names of NeMo's Transformer Engine Hyena spec, which fuses each RMSNorm into the linear layer
+# after it (TELayerNormColumnParallelLinear) and leaves the norm module an IdentityOp, -> the local
+# spec's names (those of NeMo's Savanna importer with use_te=False). Per layer, after
+# ``decoder.layers.{i}.``; every other parameter has the same name in both specs.
+TE_NORM_NAMES = {
+    "mixer.dense_projection.layer_norm_weight": "norm.weight",  # Hyena layer: pre-mixer norm
+    "self_attention.linear_qkv.layer_norm_weight": "input_layernorm.weight",  # attention layer
+    "mlp.linear_fc1.layer_norm_weight": "pre_mlp_layernorm.weight",  # both layer types
+}
+_LAYER_KEY = re.compile(r"^(decoder\.layers\.\d+\.)(.+)$")
+
+
+def local_spec_names(state_dict: dict) -> dict[str, torch.Tensor]:
+    """A Megatron Hyena state dict (full, TP=1 layout) written by either layer spec -> local-spec names.
+
+    Accepts the names of `focus_nemo.nemo.spec` and of NeMo's Transformer Engine spec (fused norms,
+    see TE_NORM_NAMES), with or without NeMo's leading ``module.``. ``_extra_state`` entries (TE's
+    FP8 metadata), other non-tensor entries and the rotary ``inv_freq`` buffer are dropped.
+
+    Raises:
+        ValueError: when one parameter appears under both names.
+    """
+    out: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    for key, value in state_dict.items():
+        name = key
+        while name.startswith("module."):
+            name = name[len("module."):]
+        if name.endswith("_extra_state") or name.endswith("rotary_pos_emb.inv_freq") or not isinstance(
+                value, torch.Tensor):
+            continue
+        m = _LAYER_KEY.match(name)
+        if m and m.group(2) in TE_NORM_NAMES:
+            name = m.group(1) + TE_NORM_NAMES[m.group(2)]
+        if name in out:
+            raise ValueError(f"local_spec_names: {key!r} and {origin[name]!r} are the same parameter {name!r}")
+        out[name], origin[name] = value, key
+    return out
+
+
 @torch.no_grad()
+def load_megatron_weights(model, state_dict: dict, *, where: str = "load_megatron_weights") -> None:
+    """Copy a full (TP=1 layout) Megatron Hyena state dict into a model built by `build_hyena_model`,
+    by name, at any TP size: this rank takes its shard of every tensor.
+
+    The state dict may come from a model of the local spec or of NeMo's Transformer Engine spec
+    (`local_spec_names`), e.g. the tensors of a NeMo 2 / BioNeMo checkpoint. Megatron's vocabulary
+    padding may differ (the padded rows are never indexed by real tokens). A depthwise convolution
+    stored as [C, 1, K] loads into a [C, K] parameter and vice versa (NeMo's fast_conv settings).
+
+    Raises:
+        KeyError: naming every parameter of the model the state dict lacks.
+        ValueError: naming tensors with no place in the model, or of the wrong shape.
+    """
+    from megatron.core import parallel_state
+
+    full = local_spec_names(state_dict)
+    rank = parallel_state.get_tensor_model_parallel_rank()
+    size = parallel_state.get_tensor_model_parallel_world_size()
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith("_extra_state")}
+    missing = sorted(k for k in target if k not in full)
+    if missing:
+        raise KeyError(f"{where}: no weight for Megatron parameter(s) {missing}")
+    tied = full.pop("output_layer.weight", None)
+    if tied is not None and "output_layer.weight" not in target:
+        if not torch.equal(tied, full["embedding.word_embeddings.weight"]):
+            raise ValueError(f"{where}: output_layer.weight differs from the embedding, which this model ties "
+                             "to the output layer")
+    elif tied is not None:
+        full["output_layer.weight"] = tied
+    unexpected = sorted(set(full) - set(target))
+    if unexpected:
+        raise ValueError(f"{where}: tensor(s) with no place in this model (another pattern or spec?): "
+                         f"{unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+    for name, dst in target.items():
+        src = full[name]
+        if name.endswith(("embedding.word_embeddings.weight", "output_layer.weight")):
+            # Megatron pads the vocabulary to a multiple of make_vocab_size_divisible_by * TP before
+            # splitting it across ranks.
+            rows = dst.shape[0] * size
+            src = src[:rows] if src.shape[0] >= rows else torch.cat(
+                [src, src.new_zeros(rows - src.shape[0], *src.shape[1:])])
+        src = shard_for_rank(name, src, rank, size)
+        if _unit_axis_1(src.shape) == _unit_axis_1(dst.shape):
+            src = src.reshape(dst.shape)  # depthwise convolution weights: [C, 1, K] <-> [C, K]
+        if src.shape != dst.shape:
+            raise ValueError(f"{where}: {name} has shape {tuple(dst.shape)}, the state dict gives "
+                             f"{tuple(src.shape)} for rank {rank}/{size}")
+        dst.copy_(src.to(dst.dtype))
+
+
+def _unit_axis_1(shape: torch.Size) -> tuple[int, ...]:
+    """`shape` without a unit axis 1 ([C, 1, K] -> (C, K)); other shapes unchanged."""
+    return (shape[0], *shape[2:]) if len(shape) == 3 and shape[1] == 1 else tuple(shape)
+
+
 def load_evo2_weights(model, evo2_state_dict: dict, cfg: Evo2Config) -> None:
     """Copy Evo2Model weights into a Megatron HyenaModel built by `build_hyena_model`, at any TP size.
 
     Raises:
         KeyError / ValueError: if a parameter is missing or has the wrong shape.
     """
-    from megatron.core import parallel_state
-
-    full = evo2_to_megatron(evo2_state_dict, cfg)
-    rank = parallel_state.get_tensor_model_parallel_rank()
-    size = parallel_state.get_tensor_model_parallel_world_size()
-    target = model.state_dict()
-    missing = [k for k in target if k not in full and not k.endswith("_extra_state")]
-    if missing:
-        raise KeyError(f"load_evo2_weights: no Evo-2 weight for Megatron parameter(s) {missing}")
-    for name, dst in target.items():
-        if name.endswith("_extra_state"):
-            continue
-        src = full[name]
-        if name.endswith("embedding.word_embeddings.weight") and src.shape[0] < dst.shape[0] * size:
-            # Megatron pads the vocabulary to a multiple of 8 * TP before splitting it across ranks;
-            # the padded rows are never selected by real tokens.
-            src = torch.cat([src, src.new_zeros(dst.shape[0] * size - src.shape[0], *src.shape[1:])])
-        src = shard_for_rank(name, src, rank, size)
-        if src.shape != dst.shape:
-            raise ValueError(f"load_evo2_weights: {name} has shape {tuple(dst.shape)}, Evo-2 gives "
-                             f"{tuple(src.shape)} for rank {rank}/{size}")
-        dst.copy_(src.to(dst.dtype))
+    load_megatron_weights(model, evo2_to_megatron(evo2_state_dict, cfg), where="load_evo2_weights")
 
 
 @torch.no_grad()

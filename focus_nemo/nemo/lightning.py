@@ -9,8 +9,9 @@
   `focus_nemo.focus.loss.focus_loss` through Megatron's forward/backward schedule.
 * `train_nemo` trains it with `nemo.lightning.Trainer` + `MegatronStrategy` (TP/PP/DP from the trainer
   config) and Megatron's optimizer. Checkpoints hold the adapter only (`<run_dir>/checkpoint/`: the
-  adapter in the single-device format plus each rank's optimizer state), so a 7B run writes
-  megabytes, not the base; the final adapter (`<run_dir>/adapter/`) loads into `FocusModel` and back.
+  adapter in the single-device format plus the optimizer state of each tensor-parallel shard), so a 7B
+  run writes megabytes, not the base; the final adapter (`<run_dir>/adapter/`) loads into `FocusModel`
+  and back. With data parallelism each file is written by one process only (see save_checkpoint).
 
 The data stream, the compression ratio of each step and the learning rate are functions of (seed,
 global step), so a resumed run continues exactly where the checkpoint left off.
@@ -102,19 +103,16 @@ class FocusHyenaConfig(HyenaConfig):
         """Megatron Hyena model with the frozen base loaded and FOCUS layers inserted (a NemoFocusModel)."""
         from focus_nemo.nemo import build
         from focus_nemo.nemo.focus_model import NemoFocusModel
+        from focus_nemo.nemo.spec import hyena_stack_spec
 
         if vp_stage is not None:
             raise ValueError("FocusHyenaConfig: virtual pipeline parallelism is not supported")
         evo2 = self.evo2_config
-        if self.use_te:
-            from nemo.collections.llm.gpt.model.megatron.hyena.hyena_layer_specs import get_hyena_stack_spec
-
-            spec = get_hyena_stack_spec(use_te=True, vortex_style_fp8=self.vortex_style_fp8,
-                                        unfused_rmsnorm=self.unfused_rmsnorm, plain_row_linear=self.plain_row_linear)
-        else:
-            from focus_nemo.nemo.spec import hyena_stack_spec
-
-            spec = hyena_stack_spec()
+        # The local spec on every device, also where Transformer Engine is installed (the NGC / BioNeMo
+        # images): the Focus projections are plain Megatron linears over the same norms, and a base
+        # checkpoint written by NeMo's TE spec (fused norm names) is read by name
+        # (focus_nemo.evo2.nemo2 / build.local_spec_names). `use_te` is not consulted.
+        spec = hyena_stack_spec()
         self.bias_activation_fusion = False if self.remove_activation_post_first_layer else self.bias_activation_fusion
         mcore = build.megatron_hyena_model(self, spec, evo2.vocab_size)
         if torch.cuda.is_available():
@@ -245,17 +243,39 @@ class FocusDataModule(pl.LightningDataModule):
 # --------------------------------------------------------------------------- checkpoints
 # Layout (nemo backend): <run_dir>/checkpoint/
 #   step-00000050/  adapter.safetensors + adapter_config.json (full tensors, the single-device format),
-#                   optimizer_rank{r}.pt per global rank (Megatron optimizer state of that rank's shards)
-#   latest.json     the commit record: step, directory, SHA-256 of every rank's optimizer file, world
-#                   size, tensor-parallel size and the run settings; written last, atomically.
-# The same commit protocol as the single backend (focus_nemo.train), with per-rank optimizer files.
-NEMO_CHECKPOINT_FORMAT = "focus-nemo-nemo-checkpoint/1"
+#                   optimizer_tp{r}.pt per tensor-parallel rank (Megatron optimizer state of that rank's
+#                   shards; the data-parallel replicas hold the same state, so one file serves them all)
+#   latest.json     the commit record: step, directory, SHA-256 of every optimizer file, world size,
+#                   tensor-parallel size and the run settings; written last, atomically.
+# The same commit protocol as the single backend (focus_nemo.train). Every file is written by exactly
+# one process: the ranks of data-parallel replica 0 (the adapter by its TP rank 0 = global rank 0,
+# each optimizer file by its TP rank), the record by global rank 0.
+NEMO_CHECKPOINT_FORMAT = "focus-nemo-nemo-checkpoint/2"
 
 
 def _parallel_settings(cfg) -> dict:
     t = cfg.trainer
     return {"world_size": t.devices * t.num_nodes, "tensor_model_parallel_size": t.tensor_model_parallel_size,
             "precision": t.precision}
+
+
+def _writes_replica_files() -> bool:
+    """Whether this rank belongs to data-parallel replica 0, whose ranks write what every replica holds
+    (the adapter, the optimizer state of each tensor-parallel shard)."""
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return torch.distributed.get_rank() == 0 if torch.distributed.is_initialized() else True
+    return parallel_state.get_data_parallel_rank() == 0
+
+
+def save_final_adapter(fm, path: Path, evo2: Evo2Config, extra: dict) -> None:
+    """Collective: the final adapter, written by global rank 0 alone (the TP ranks of replica 0 gather
+    their shards to it); every rank returns once it is on disk."""
+    if _writes_replica_files():
+        fm.save_adapter(path, evo2, extra=extra)  # a TP collective; TP rank 0 writes
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) -> None:
@@ -271,16 +291,20 @@ def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) 
     name = [_new_step_directory(ck, step) if rank == 0 else None]
     dist.broadcast_object_list(name, src=0)
     target = ck / name[0]
-    if parallel_state.get_data_parallel_rank() == 0:
+    writer = _writes_replica_files()
+    digest = None
+    if writer:
         fm.save_adapter(target, evo2, extra={"step": step})  # a TP collective; TP rank 0 writes
-    state = {"step": step, "optimizer": optimizer.state_dict()}
-    digest = atomic_write(target / f"optimizer_rank{rank}.pt", lambda f: torch.save(state, f))
+        state = {"step": step, "optimizer": optimizer.state_dict()}
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        digest = (tp_rank, atomic_write(target / f"optimizer_tp{tp_rank}.pt", lambda f: torch.save(state, f)))
     digests = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest)
     if rank == 0:
+        by_tp = dict(d for d in digests if d is not None)
         _commit_checkpoint(ck, {"format": NEMO_CHECKPOINT_FORMAT, "step": step, "directory": name[0],
-                                "optimizer_sha256": digests, "parallel": _parallel_settings(cfg),
-                                "settings": _resume_settings(cfg)})
+                                "optimizer_sha256": [by_tp[r] for r in range(len(by_tp))],
+                                "parallel": _parallel_settings(cfg), "settings": _resume_settings(cfg)})
     dist.barrier()
 
 
@@ -317,14 +341,16 @@ def read_checkpoint_record(run: Path, cfg) -> dict | None:
 
 def load_checkpoint(fm, optimizer, run: Path, record: dict, evo2: Evo2Config) -> int:
     """Restore this rank's adapter shards and optimizer state from the committed step directory."""
+    from megatron.core import parallel_state
+
     from focus_nemo.focus.adapter import sha256_file
     from focus_nemo.train import CHECKPOINT_DIR, ResumeError
 
     target = run / CHECKPOINT_DIR / record["directory"]
-    rank = torch.distributed.get_rank()
-    path = target / f"optimizer_rank{rank}.pt"
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    path = target / f"optimizer_tp{tp_rank}.pt"
     restart = f"to start over, delete {run / CHECKPOINT_DIR} or set resume=false"
-    if not path.is_file() or sha256_file(path) != record["optimizer_sha256"][rank]:
+    if not path.is_file() or sha256_file(path) != record["optimizer_sha256"][tp_rank]:
         raise ResumeError(f"{path}: missing, truncated or modified (checksum differs from latest.json); {restart}")
     try:
         fm.load_adapter(target, evo2)
@@ -425,7 +451,7 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
     mcfg = FocusHyenaConfig.from_evo2(
         evo2, cfg.focus, base_checkpoint=base_ckpt, tensor_parallel_size=t.tensor_model_parallel_size,
         seq_length=max(cfg.data.sample_len, 1024), params_dtype=dtype, bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16, use_te=gpu and _have_te(), use_cpu_initialization=not gpu)
+        fp16=dtype == torch.float16, use_te=False, use_cpu_initialization=not gpu)
     model = FocusHyenaModel(mcfg, tokenizer=ByteLevelTokenizer())
 
     record = _resume_record(run, cfg)
@@ -467,8 +493,7 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
         use_distributed_sampler=False, enable_progress_bar=True)
     if start < t.max_steps:
         trainer.fit(model, datamodule=data)
-    fm = model.focus_model()
-    fm.save_adapter(run / "adapter", evo2, extra={"steps": t.max_steps})
+    save_final_adapter(model.focus_model(), run / "adapter", evo2, extra={"steps": t.max_steps})
     metrics = {"start_step": start, "steps": t.max_steps, "backend": "nemo",
                "tensor_model_parallel_size": t.tensor_model_parallel_size, "data_parallel_size": dp}
     if torch.distributed.get_rank() == 0:
@@ -488,14 +513,6 @@ def _base_source(section) -> tuple[Evo2Config, str | None]:
     if (path / "context").is_dir():  # NeMo 2: the config alone, without reading the weights
         return read_nemo2_config(path), str(path)
     return read_checkpoint(path, config=getattr(section, "config", "") or None)[1], str(path)
-
-
-def _have_te() -> bool:
-    try:
-        import transformer_engine  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _ddp_config():

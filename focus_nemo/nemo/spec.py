@@ -4,8 +4,10 @@ NeMo's own spec either fuses each norm into a Transformer Engine linear (`use_te
 TE, still asks for `TENorm` and leaves the Hyena layers without a pre-mixer norm. This spec uses
 Megatron's tensor-parallel `ColumnParallelLinear` / `RowParallelLinear`, `MLP`, `SelfAttention` with
 `DotProductAttention`, and `WrappedTorchNorm` (torch RMSNorm) for every norm, so it runs on a CPU
-with gloo and at any tensor-parallel size. The parameter names it produces are those NeMo's Savanna
-importer writes with `use_te=False`:
+with gloo and at any tensor-parallel size. It is the spec of every model this package builds, on GPUs
+too and also where Transformer Engine is installed; checkpoints written by NeMo's TE spec load into it
+by name (`focus_nemo.nemo.build.load_megatron_weights`). The parameter names it produces are those
+NeMo's Savanna importer writes with `use_te=False`:
 
 * Hyena layer i: ``decoder.layers.{i}.norm.weight``, ``mixer.dense_projection.weight``,
   ``mixer.hyena_proj_conv.short_conv_weight``, ``mixer.mixer.*`` (filter), ``mixer.dense.{weight,bias}``,
