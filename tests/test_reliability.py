@@ -187,7 +187,8 @@ def test_fractional_k_names_the_key():
 
 
 def test_unknown_model_preset_is_named_with_the_valid_ones(tmp_path):
-    valid = r"\['1b', '40b', '40b_base', '7b', '7b_base', 'small', 'tiny'\]"
+    valid = (r"\['1b-8k', '20b-1m', '40b-1m', '40b-8k', '7b-1m', '7b-262k', '7b-8k', 'small', 'tiny'\] "
+             r"\(or an alias \['1b', '40b', '40b_base', '7b', '7b_base'\]\)")
     with pytest.raises(ValueError, match=rf"unknown preset '7B'; choose one of {valid}"):
         Evo2Config.preset("7B")
     with pytest.raises(ValueError, match=rf"unknown preset 'huge'; choose one of {valid}"):

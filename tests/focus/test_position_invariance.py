@@ -95,7 +95,7 @@ def test_focus_streaming_from_offset_equals_offset_zero(embedded_focus, offset):
         ref, st0 = _stream(fm, x, 500)
         got, st = _stream(fm, x, 500, offset=offset)
     assert st.memory_entries() == st0.memory_entries()
-    assert st.memory_tokens.pos.tolist() == [p + offset for p in st0.memory_tokens.pos.tolist()]
+    assert st.memory_pos.tolist() == [p + offset for p in st0.memory_pos.tolist()]
     # Relative to the logit's size: the unused byte ids sit near -20, where fp32 summation noise alone (e.g.
     # chunks of 1024 instead of 500 at offset 0) is ~1e-5 absolute. Before exact rotary angles, the offset 2^24
     # moved probabilities by ~7e-3 and 2^28 by ~3e-2.

@@ -58,7 +58,7 @@ def test_chr1_composes_for_the_cluster():
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = config_from_hydra(compose(config_name="train_focus", overrides=["+experiment=chr1"]))
     assert cfg.trainer.backend == "nemo" and cfg.trainer.tensor_model_parallel_size == 8
-    assert cfg.model.preset == "7b" and cfg.data.train_regions == ["chr1"] and cfg.data.val_regions == ["chr2"]
+    assert cfg.model.preset == "7b-1m" and cfg.data.train_regions == ["chr1"] and cfg.data.val_regions == ["chr2"]
 
 
 def test_chr1_runs_on_cpu_from_a_nemo2_checkpoint(nemo2_base, tmp_path):

@@ -122,6 +122,9 @@ def _worker_onepass(args) -> None:
             out["logits"][f"{length},{k},{w}"] = fm(acgt_tokens(2, length, seed=length), k=k, window=w)
         length, k, w = CASES[-1]  # the dense-mask reference on the Megatron backbone (I2)
         out["dense"] = fm.forward_dense(acgt_tokens(2, length, seed=length), k=k, window=w)
+        # I1 on the Megatron backbone: one window covering the sample is the frozen base itself
+        tokens = acgt_tokens(2, length, seed=5)
+        out["i1"] = (fm(tokens, k=k, window=length), fm.base_logits(tokens))
     if torch.distributed.get_rank() == 0:
         torch.save(out, args.out)
     build.teardown()
@@ -239,6 +242,8 @@ def test_nemo_focus_onepass_equals_focus_model(tp, tmp_path):
     assert "unexpected ['focus_proj.0.wqkv']" in out["errors"][0] and "focus_embedding" in out["errors"][1]
     want = {n: p.detach() for n, p in fm.focus_parameters().items()}
 
+    focus_i1, base_i1 = out["i1"]
+    assert rel_diff(focus_i1, base_i1) <= 1e-5, rel_diff(focus_i1, base_i1)
     # Initialisation (copies of the base shards, the init_token's embedding) and the tensor names,
     # layouts and global block indices agree exactly with FocusModel's.
     assert sorted(out["init_sd"]) == sorted(fresh) == sorted(want)

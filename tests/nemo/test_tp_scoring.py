@@ -184,16 +184,19 @@ def test_other_ranks_follow_rank0_and_write_nothing(inputs, tmp_path, monkeypatc
     monkeypatch.setattr(fm, "forward_chunk", lambda t, st: calls.append(t.shape[1]) or forward_chunk(t, st))
     sent = []
     monkeypatch.setattr(scoring, "_rank_world", lambda: (1, 2))
-    monkeypatch.setattr(scoring, "_from_rank0", lambda obj, world: sent.append(obj) or plan)
+    # Rank 0 broadcasts the plan first, then whether the run scored nothing (None: it scored something).
+    monkeypatch.setattr(scoring, "_from_rank0", lambda obj, world: sent.append(obj) or (plan if len(sent) == 1
+                                                                                         else None))
     out = tmp_path / "scores"
 
     plan = ("ok", ["chr2:alt"], ["rec1"])
     run = scoring.score_fasta(inputs["fasta"], out, fm, chunk_size=CHUNK, formats="both")
-    assert sent == [None] and not out.exists() and list(tmp_path.iterdir()) == []
+    assert sent == [None, None] and not out.exists() and list(tmp_path.iterdir()) == []
     assert run.scored == ["chr2:alt"] and run.skipped == ["rec1"] and run.summary == []
     assert calls == [100, 100, 100, 100, 10]  # record chr2:alt (410 bases) only
 
     plan = ("error", "ScoringError: scores: output directory exists and is not empty")
+    sent.clear()
     with pytest.raises(scoring.ScoringError, match="rank 0 could not start scoring: ScoringError: scores: output"):
         scoring.score_fasta(inputs["fasta"], out, fm, chunk_size=CHUNK)
     assert not out.exists()
