@@ -40,6 +40,17 @@ def test_bad_values_name_the_field():
             compose(config_name="train_focus", overrides=["focus.kk=3"])
 
 
+def test_focus_horizon_from_the_command_line():
+    for value, want in (("auto", "auto"), ("65536", 65536), ("null", None)):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train_focus", overrides=[f"focus.horizon={value}", "run_dir=/tmp/x"])
+        assert config_from_hydra(cfg).focus.horizon == want
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train_focus", overrides=["focus.horizon=1000", "run_dir=/tmp/x"])
+    with pytest.raises(ValueError, match="FocusConfig.horizon: 1000 is not a multiple of the window 1024"):
+        config_from_hydra(cfg)
+
+
 def test_pretrain_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="pretrain_backbone")

@@ -210,39 +210,64 @@ class HyenaMixer(nn.Module):
 
 
 class KVCache:
-    """Append-only key/value store [B, H, T, hd] with amortised O(1) growth."""
+    """Key/value store [B, H, T, hd]: append at the end with amortised O(1) growth, drop the oldest
+    entries (`drop_oldest`) without moving data. The live entries are ``k[:, :, start: start + length]``;
+    when an append finds no room at the end and at most half the buffer would be live, they are moved
+    to the front in place (compaction), so a cache that drops as much as it appends (a sliding memory)
+    keeps one buffer and copies each entry O(1) times."""
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.start = 0
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n = k.shape[2]
-        need = self.length + n
+        s, end = self.start, self.start + self.length
+        live = self.length + n
         if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
             # Training through the cache (window-by-window backprop): stay functional, since
             # autograd must keep every earlier version of the entries it saved.
-            self.k = k if self.k is None else torch.cat([self.k[:, :, : self.length], k], 2)
-            self.v = v if self.v is None else torch.cat([self.v[:, :, : self.length], v], 2)
-            self.length = need
+            self.k = k if self.k is None else torch.cat([self.k[:, :, s: end], k], 2)
+            self.v = v if self.v is None else torch.cat([self.v[:, :, s: end], v], 2)
+            self.start, self.length = 0, live
             return self.k, self.v
-        if self.k is None or need > self.k.shape[2]:
-            cap = max(need, 2 * (self.k.shape[2] if self.k is not None else 0), 256)
-            newk = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
-            newv = v.new_empty(newk.shape)
-            if self.k is not None and self.length:
-                newk[:, :, : self.length] = self.k[:, :, : self.length]
-                newv[:, :, : self.length] = self.v[:, :, : self.length]
-            self.k, self.v = newk, newv
-        self.k[:, :, self.length: need] = k
-        self.v[:, :, self.length: need] = v
-        self.length = need
-        return self.k[:, :, :need], self.v[:, :, :need]
+        if self.k is None or end + n > self.k.shape[2]:
+            if self.k is not None and 2 * live <= self.k.shape[2]:
+                # Compaction: here start > capacity - live >= live, so source and target do not overlap.
+                self.k[:, :, : self.length] = self.k[:, :, s: end]
+                self.v[:, :, : self.length] = self.v[:, :, s: end]
+            else:
+                cap = max(2 * live, 2 * self.capacity, 256)
+                newk = k.new_empty(k.shape[0], k.shape[1], cap, k.shape[3])
+                newv = v.new_empty(newk.shape)
+                if self.length:
+                    newk[:, :, : self.length] = self.k[:, :, s: end]
+                    newv[:, :, : self.length] = self.v[:, :, s: end]
+                self.k, self.v = newk, newv
+            s, end = 0, self.length
+        self.k[:, :, end: end + n] = k
+        self.v[:, :, end: end + n] = v
+        self.start, self.length = s, live
+        return self.k[:, :, s: s + live], self.v[:, :, s: s + live]
+
+    def drop_oldest(self, n: int) -> None:
+        """Forget the `n` oldest entries (0 <= n <= length); nothing is copied or freed."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"KVCache.drop_oldest: n must be in [0, {self.length}], got {n}")
+        self.start, self.length = self.start + n, self.length - n
+        if self.length == 0:
+            self.start = 0
+
+    @property
+    def capacity(self) -> int:
+        """Entries the buffers hold room for (live, dropped and spare)."""
+        return 0 if self.k is None else self.k.shape[2]
 
     def view(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The live entries (k, v), each [B, H, length, hd]."""
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k[:, :, self.start: self.start + self.length], self.v[:, :, self.start: self.start + self.length]
 
     @staticmethod
     def concat(caches: list[KVCache]) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 SCOPES = ("window", "kmer")
+AUTO = "auto"  # FocusConfig.horizon: the base model's default (`default_horizon`)
 
 
 @dataclass
@@ -26,6 +27,15 @@ class FocusConfig:
             Cross-entropy alone lets the Focus tokens act as extra capacity that fits the training
             data beyond the base model; distillation pins FOCUS to the base (fidelity).
         distill_temperature: softmax temperature of the distillation term.
+        horizon: bases of Focus memory a window sees (DESIGN D12), a positive multiple of `window`:
+            window j's queries (its bases and its Focus tokens) see the Focus entries of windows
+            j - horizon/window .. j - 1 only, i.e. of the horizon/window most recent completed windows;
+            older entries leave the attention memory, so streaming time per base and memory are
+            constant in the sequence length (at most horizon/window x ceil(window/k) entries per
+            attention block). ``None`` (the default) keeps every Focus entry (the paper's unbounded
+            memory). ``"auto"`` stands for `default_horizon` of the base model and is resolved with
+            `resolve_horizon` when a model is built. Not a trained parameter: an adapter trained
+            with one horizon runs with any other (or none).
     """
 
     k: int = 100
@@ -37,9 +47,11 @@ class FocusConfig:
     ce_weight: float = 1.0
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    horizon: int | str | None = None
 
     def __post_init__(self) -> None:
         check_k_window(self.k, self.window)
+        check_horizon(self.horizon, self.window, allow_auto=True)
         if self.scope not in SCOPES:
             raise ValueError(f"FocusConfig.scope: {self.scope!r} is not one of {SCOPES}")
         if not 0 <= self.init_token < 512:
@@ -64,11 +76,25 @@ class FocusConfig:
     def focus_per_window(self) -> int:
         return -(-self.window // self.k)
 
+    def horizon_windows(self, window: int | None = None) -> int | None:
+        """Completed windows of Focus memory a window sees (`horizon` / W at window W), None = all."""
+        window = self.window if window is None else window
+        check_horizon(self.horizon, window)
+        return None if self.horizon is None else self.horizon // window
+
+    def resolve_horizon(self, evo2_config) -> FocusConfig:
+        """This config with ``horizon="auto"`` replaced by `default_horizon` of the base (a copy)."""
+        if self.horizon != AUTO:
+            return dataclasses.replace(self)
+        return dataclasses.replace(self, horizon=default_horizon(evo2_config, self.window))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> FocusConfig:
+        """A config from `to_dict` output; fields added later (``horizon``) take their defaults, so
+        adapter files written before they existed still load."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -84,3 +110,30 @@ def check_k_window(k, window) -> None:
         raise ValueError(f"FocusConfig.window: must be an integer >= 1, got {window!r}")
     if k > window:
         raise ValueError(f"FocusConfig.k: {k} is larger than the window {window} (need 1 <= k <= window)")
+
+
+def check_horizon(horizon, window: int, allow_auto: bool = False) -> None:
+    """None, or a positive integer multiple of the window (and ``"auto"`` where `allow_auto`)."""
+    if horizon is None or (allow_auto and horizon == AUTO):
+        return
+    if horizon == AUTO:
+        raise ValueError("FocusConfig.horizon: 'auto' is not resolved; call FocusConfig.resolve_horizon(evo2_config) "
+                         "with the base model's Evo2Config first")
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+        raise ValueError(f"FocusConfig.horizon: must be None, 'auto' or a positive integer multiple of the window "
+                         f"({window}), got {horizon!r}")
+    if horizon % window:
+        raise ValueError(f"FocusConfig.horizon: {horizon} is not a multiple of the window {window}")
+
+
+def default_horizon(evo2_config, window: int) -> int:
+    """The horizon that keeps FOCUS inside the base model's trained context (``Evo2Config.max_seqlen``).
+
+    A base of window j attends to the Focus memory of horizon/W windows and to its own window, so its
+    farthest key is up to horizon + W - 1 positions back; the result is the largest multiple of W with
+    horizon + W <= max_seqlen (every attention distance within the distances the base was trained on),
+    and at least one window. For the 1 Mb Evo-2 models at W = 1024: 1,047,552 bases (1023 windows).
+    """
+    check_k_window(1, window)
+    trained = int(evo2_config.max_seqlen)
+    return max(1, trained // window - 1) * window

@@ -14,7 +14,9 @@ Every token is described by four integers (a `Tokens` record of equal-length ten
 (index of the k-block inside the window) and ``is_focus``. `visible()` is the single attention rule
 (DESIGN D3) used by the dense reference mask, the one-pass windowed kernel and streaming:
 
-* a key in an earlier window is visible iff it is a Focus token (the compressed memory);
+* a key in an earlier window is visible iff it is a Focus token (the compressed memory) and, with a
+  horizon of h windows (``FocusConfig.horizon`` / W), its window is one of the h windows before the
+  query's (windows j - h .. j - 1 for a query of window j; older Focus entries have left the memory);
 * keys in later windows are never visible;
 * in the same window, an ordinary query sees ordinary keys at positions <= its own, and no Focus
   token of its own window; a Focus query F(j, b) sees ordinary keys up to the end of block b (only
@@ -84,8 +86,9 @@ def focus_tokens(windows: range | list[int], k: int, window: int, device=None) -
                   torch.ones(len(js) * m, dtype=torch.bool, device=device))
 
 
-def visible(q: Tokens, kv: Tokens, scope: str = "window") -> torch.Tensor:
-    """Boolean attention mask [len(q), len(kv)] (True = may attend), DESIGN D3."""
+def visible(q: Tokens, kv: Tokens, scope: str = "window", horizon_windows: int | None = None) -> torch.Tensor:
+    """Boolean attention mask [len(q), len(kv)] (True = may attend), DESIGN D3; `horizon_windows`
+    (None = unbounded) is how many preceding windows' Focus entries a query sees."""
     qw, kw = q.window[:, None], kv.window[None, :]
     qf, kf = q.is_focus[:, None], kv.is_focus[None, :]
     same = qw == kw
@@ -97,7 +100,10 @@ def visible(q: Tokens, kv: Tokens, scope: str = "window") -> torch.Tensor:
     focus_on_focus = kf & (kv.block[None, :] <= q.block[:, None])
     focus_rule = focus_on_ordinary | focus_on_focus
     in_window = torch.where(qf, focus_rule, ordinary_rule)
-    return ((kw < qw) & kf) | (same & in_window)
+    memory = (kw < qw) & kf
+    if horizon_windows is not None:
+        memory = memory & (kw >= qw - horizon_windows)
+    return memory | (same & in_window)
 
 
 @dataclass
@@ -141,7 +147,7 @@ class Layout:
         src = torch.cat([torch.arange(len(ordn), device=device), -1 - torch.arange(len(foc), device=device)])
         return Tokens.cat([ordn, foc]).index(order), src[order]
 
-    def dense_mask(self, scope: str = "window", device=None) -> torch.Tensor:
+    def dense_mask(self, scope: str = "window", device=None, horizon_windows: int | None = None) -> torch.Tensor:
         """The reference boolean mask over the interleaved sequence."""
         toks, _ = self.interleaved(device)
-        return visible(toks, toks, scope)
+        return visible(toks, toks, scope, horizon_windows)

@@ -15,6 +15,12 @@ Three forward paths compute the same ordinary-base logits (DESIGN I1, I2, D7):
 * `stream` / `forward_chunk` (inference): window by window with Hyena state carried exactly and
   only Focus keys/values kept across windows; each window's Focus tokens are computed when the
   window completes and appended to the memory (bounded memory, I4).
+
+With ``FocusConfig.horizon`` = H (a multiple of W; h = H / W) window j's queries, bases and Focus
+tokens alike, see only the Focus entries of windows j - h .. j - 1 (D3 with a horizon, `visible`):
+the one-pass forward takes that slice of the Focus keys per window (O(n (h W / k + W)) work), and
+streaming drops the oldest window's entries from each block's memory once it holds h windows
+(at most h ceil(W/k) entries per block whatever the length, I4).
 """
 
 from __future__ import annotations
@@ -32,14 +38,15 @@ from focus_nemo.evo2.model import Evo2Model, KVCache, tensor_nbytes
 from focus_nemo.evo2.tokenizer import check_tokens
 from focus_nemo.focus.attention import attend
 from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
-from focus_nemo.focus.config import FocusConfig, check_k_window
+from focus_nemo.focus.config import AUTO, FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
 
 
 @dataclass
 class FocusState:
-    """Streaming state: Hyena states, and per attention block the Focus memory (K/V of every Focus
-    token of completed windows) and the current window's ordinary K/V."""
+    """Streaming state: Hyena states, and per attention block the Focus memory (K/V of the Focus
+    tokens of completed windows: every one, or those of the last `horizon_windows` windows) and the
+    current window's ordinary K/V."""
 
     hyena: dict = field(default_factory=dict)  # block index -> Hyena state
     memory: dict = field(default_factory=dict)  # block index -> KVCache of Focus entries
@@ -48,6 +55,7 @@ class FocusState:
     memory_pos: torch.Tensor | None = None  # absolute positions of the memory's Focus entries (int64)
     k: int = 0
     window: int = 0
+    horizon_windows: int | None = None  # windows of Focus entries the memory keeps (None: all)
 
     def memory_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.memory.items()}
@@ -75,6 +83,7 @@ class FocusCore(nn.Module):
     def __init__(self, backbone, config: FocusConfig | None = None) -> None:
         super().__init__()
         self.config = config or FocusConfig()
+        self.config.horizon_windows()  # refuses an unresolved "auto" horizon (see FocusConfig.resolve_horizon)
         self.backbone = backbone
         self.base = backbone.module
         for p in self.base.parameters():
@@ -107,6 +116,7 @@ class FocusCore(nn.Module):
         k = self.config.k if k is None else k
         window = self.config.window if window is None else window
         check_k_window(k, window)
+        self.config.horizon_windows(window)  # the horizon fits the window in use
         return k, window
 
     def _check(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -135,9 +145,10 @@ class FocusCore(nn.Module):
         x = bb.embed(tokens)
         f = self._focus_input(len(foc), B)
         masks = _window_masks(k, window, self.config.scope, dev) if len(foc) else None
+        h = self.config.horizon_windows(window)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks)
+                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h)
             else:
                 y, _ = bb.mixer(i, bb.pre_norm(i, x))
                 x = x + y
@@ -146,8 +157,9 @@ class FocusCore(nn.Module):
                 f = bb.mlp_residual(i, f)
         return bb.head(x)
 
-    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks):
-        """Window j's bases see the memory (Focus tokens of windows < j) and their window causally;
+    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None):
+        """Window j's bases see the memory (Focus tokens of windows j - h .. j - 1, all of windows < j
+        without a horizon) and their window causally;
         its Focus tokens see the memory, their window's bases and Focus tokens through the D3 masks.
         Each window is one fused multi-part attention call per stream (no mask over the memory)."""
         bb, fp = self.backbone, self.focus_proj[str(i)]
@@ -160,7 +172,8 @@ class FocusCore(nn.Module):
         outs, fouts = [], []
         for j in range(lay.num_windows):
             s, e = j * W, min(n, (j + 1) * W)
-            mem = [Part(fk[:, :, : j * m], fv[:, :, : j * m])] if has_focus and j else []
+            lo = 0 if horizon_windows is None else max(0, j - horizon_windows) * m
+            mem = [Part(fk[:, :, lo: j * m], fv[:, :, lo: j * m])] if has_focus and j else []
             outs.append(attention_parts(q[:, :, s:e], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], CAUSAL)]))
             if has_focus and j < lay.focus_windows:
                 a, b = j * m, (j + 1) * m
@@ -184,7 +197,7 @@ class FocusCore(nn.Module):
         sel = seq_mask(is_f, d)
         emb = seq_take(bb.embed(tokens), d, src.clamp(min=0))
         x = torch.where(sel, self._focus_input(len(toks), B), emb)
-        mask = visible(toks, toks, self.config.scope)
+        mask = visible(toks, toks, self.config.scope, self.config.horizon_windows(window))
         for i in bb.block_ids():
             h = bb.pre_norm(i, x)
             if bb.is_attention(i):
@@ -205,11 +218,13 @@ class FocusCore(nn.Module):
     def init_state(self, batch_size: int = 1, k: int | None = None, window: int | None = None,
                    offset: int = 0) -> FocusState:
         """An empty streaming state; the stream's first base sits at absolute position `offset`
-        (a multiple of the window: a stream starts at a window boundary)."""
+        (a multiple of the window: a stream starts at a window boundary). The horizon is the config's
+        at this call and stays fixed for the stream."""
         k, window = self._ratio(k, window)
         bb = self.backbone
         st = FocusState(k=k, window=window, offset=check_stream_offset(offset, window),
-                        memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device))
+                        memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device),
+                        horizon_windows=self.config.horizon_windows(window))
         for i in bb.block_ids():
             if bb.is_attention(i):
                 st.memory[i], st.window_kv[i] = KVCache(), KVCache()
@@ -272,13 +287,15 @@ class FocusCore(nn.Module):
         return bb.head(x)
 
     def _compress_window(self, st: FocusState, batch: int) -> None:
-        """Run the completed window's Focus tokens through every block; keep only their K/V."""
+        """Run the completed window's Focus tokens through every block (they see the same memory as
+        the window's bases); keep only their K/V, and drop the entries that leave the horizon."""
         bb = self.backbone
         j = st.offset // st.window - 1
         dev = self.focus_embedding.device
         f_desc = focus_tokens([j], st.k, st.window, dev)
         mask_fw, mask_ff = _window_masks(st.k, st.window, self.config.scope, dev)
         f = self._focus_input(len(f_desc), batch)
+        keep = None if st.horizon_windows is None else st.horizon_windows * len(f_desc)
         for i in bb.block_ids():
             if bb.is_attention(i):
                 fp, mem, win = self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
@@ -287,9 +304,13 @@ class FocusCore(nn.Module):
                 parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
                 f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
+                if keep is not None and mem.length > keep:
+                    mem.drop_oldest(mem.length - keep)
                 st.window_kv[i] = KVCache()
             f = bb.mlp_residual(i, f)
         st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])
+        if keep is not None:
+            st.memory_pos = st.memory_pos[-keep:]
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -338,6 +359,8 @@ class FocusModel(FocusCore):
     """Frozen single-device Evo-2 base + trainable Focus embedding and per-attention-block Focus projections."""
 
     def __init__(self, base: Evo2Model, config: FocusConfig | None = None) -> None:
+        if config is not None and config.horizon == AUTO:  # the base's trained context
+            config = config.resolve_horizon(base.config)
         super().__init__(Evo2Backbone(base), config)
 
     # ------------------------------------------------------------------ adapter files

@@ -88,7 +88,8 @@ class FocusHyenaConfig(HyenaConfig):
 
         return hyena_config_from_evo2(evo2, tensor_parallel_size=tensor_parallel_size,
                                       pipeline_model_parallel_size=pipeline_parallel_size, config_class=cls,
-                                      focus=focus.to_dict(), evo2=evo2.to_dict(), base_checkpoint=base_checkpoint,
+                                      focus=focus.resolve_horizon(evo2).to_dict(), evo2=evo2.to_dict(),
+                                      base_checkpoint=base_checkpoint,
                                       **overrides)
 
     @property

@@ -29,6 +29,7 @@ TRAIN_CASE = (300, 25, 120)
 STREAM_CASE = (333, 30, 100)  # streamed window by window: chunks of W, and of a size dividing neither W nor k
 STREAM_CHUNKS = (100, 37)
 LR = 1e-3
+STREAM_HORIZON = 100  # one window of Focus memory at W=100: the last window no longer sees window 0 or 1
 OFFSET_WINDOWS = 2**31 // STREAM_CASE[2]  # I7: a stream starting at window-aligned offset ~2^31
 ALLOC_CASE = (4, 128, 24)  # k, W, chunk: a chunk inside a window, after 2 and after 40 windows (1,280 entries)
 
@@ -147,6 +148,14 @@ def _worker_stream(args) -> None:
         state = fm.init_state(2, k=k, window=w, offset=OFFSET_WINDOWS * w)
         out["offset_logits"] = torch.cat(list(fm.stream(tokens, STREAM_CHUNKS[1], state=state)), 1)
         out["offset_memory_pos"] = state.memory_pos - OFFSET_WINDOWS * w
+        # A bounded horizon (D12): one pass and streaming (chunks dividing neither W nor k)
+        fm.config.horizon = STREAM_HORIZON
+        out["horizon_onepass"] = fm(tokens, k=k, window=w)
+        state = fm.init_state(2, k=k, window=w)
+        out["horizon_logits"] = torch.cat(list(fm.stream(tokens, STREAM_CHUNKS[1], state=state)), 1)
+        out["horizon_memory"] = state.memory_entries()
+        out["horizon_memory_pos"] = state.memory_pos
+        fm.config.horizon = None
     out["alloc"] = streaming_allocations(fm)
     if torch.distributed.get_rank() == 0:
         torch.save(out, args.out)
@@ -316,6 +325,18 @@ def test_nemo_focus_streaming_tp2_equals_focus_model(tmp_path):
     from focus_nemo.focus.layout import focus_tokens
 
     assert out["offset_memory_pos"].tolist() == focus_tokens(range(length // w), k, w).pos.tolist()
+    # With a horizon: the Megatron one pass and stream equal FocusModel's one pass with the same horizon,
+    # which differs from the unbounded one; the memory keeps the last horizon/W windows' entries only (I4).
+    fm.config.horizon = STREAM_HORIZON
+    with torch.no_grad():
+        ref_h = fm(acgt_tokens(2, length, seed=11), k=k, window=w)
+    fm.config.horizon = None
+    assert rel_diff(ref_h, ref) > 100 * REL_TOL
+    for got in (out["horizon_onepass"], out["horizon_logits"]):
+        assert rel_diff(got, ref_h) <= REL_TOL, rel_diff(got, ref_h)
+    h = STREAM_HORIZON // w
+    assert out["horizon_memory"] == {i: h * -(-w // k) for i in attention}
+    assert out["horizon_memory_pos"].tolist() == focus_tokens(range(length // w - h, length // w), k, w).pos.tolist()
     # O(chunk) beyond the K/V: the largest tensor one chunk creates does not grow with the memory
     # (a [chunk x memory] mask or a copy of the memory would: 40 windows hold 1,280 Focus entries per block)
     alloc = out["alloc"]
@@ -365,6 +386,22 @@ def test_nemo_focus_train_tp2_adapter_loads_into_focus_model(tmp_path):
         assert torch.equal(p.detach(), before[n]) == (not ref_grads[n].any()), f"{n}: trained iff it has a gradient"
     with torch.no_grad():
         assert rel_diff(out["logits"], fm(tokens, k=k, window=w)) <= REL_TOL
+
+
+
+def test_nemo_config_resolves_an_auto_horizon():
+    """The NeMo model config carries the horizon, "auto" resolved against the base's trained context."""
+    from conftest import require_nemo
+
+    require_nemo()
+    from focus_nemo.evo2 import Evo2Config
+    from focus_nemo.focus import FocusConfig
+    from focus_nemo.nemo.lightning import FocusHyenaConfig
+
+    evo2 = Evo2Config.preset("tiny", pattern=PATTERN, max_seqlen=4096)
+    for horizon, want in (("auto", 3584), (512, 512), (None, None)):
+        hc = FocusHyenaConfig.from_evo2(evo2, FocusConfig(k=16, window=512, horizon=horizon))
+        assert hc.focus_config.horizon == want
 
 
 if __name__ == "__main__":
