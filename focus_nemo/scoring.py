@@ -87,7 +87,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -97,7 +96,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from focus_nemo.focus.adapter import atomic_write_bytes, sha256_file
+from focus_nemo.durable import durable_write_bytes, fsync_dir, publish, seal, sha256_file, staged
 from focus_nemo.focus.config import check_k_window
 
 logger = logging.getLogger(__name__)
@@ -300,38 +299,6 @@ def sequence_loglik(fm, seq: str | bytes | np.ndarray, k: int | None = None, win
 
 
 # --------------------------------------------------------------------------------------------- files
-@contextlib.contextmanager
-def _temp_output(final: Path):
-    """Yields a temporary path beside `final`; removed unless the caller renamed it."""
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    try:
-        with contextlib.suppress(OSError):  # mkstemp makes 0600; outputs get the umask's usual mode
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.fchmod(fd, 0o666 & ~mask)
-    finally:
-        os.close(fd)
-    try:
-        yield Path(tmp)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's data (or, for a directory, its renames) to disk; best effort for directories."""
-    if path.is_dir():
-        with contextlib.suppress(OSError):
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
 class _NpzWriter:
     """Streams float32 scores into ``log_likelihood.npy`` inside an npz (zip, stored) of known length."""
 
@@ -429,7 +396,7 @@ def _read_manifest(path: Path) -> dict:
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
+    durable_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def _fmt(value) -> str:
@@ -444,7 +411,7 @@ def _write_summary(out: Path, manifest: dict) -> list[dict]:
     rows = [rec["stats"] for rec in manifest["records"].values()]
     rows += [row for name, row in manifest.get("not_scored", {}).items() if name not in manifest["records"]]
     lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r.get(c)) for c in SUMMARY_COLUMNS) for r in rows]
-    atomic_write_bytes(out / SUMMARY, ("\n".join(lines) + "\n").encode())
+    durable_write_bytes(out / SUMMARY, ("\n".join(lines) + "\n").encode())
     return rows
 
 
@@ -720,7 +687,7 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
     stem = safe_stem(name)
     finals = {fmt: out / (stem + SUFFIX[fmt]) for fmt in formats}
     with contextlib.ExitStack() as stack:
-        tmps = {fmt: stack.enter_context(_temp_output(p)) for fmt, p in finals.items()}
+        tmps = {fmt: stack.enter_context(staged(p)) for fmt, p in finals.items()}
         writers = {}
         try:
             if "npz" in tmps:
@@ -770,11 +737,10 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
             raise
         files = {}
         for fmt, tmp in tmps.items():
-            _fsync(tmp)
-            files[fmt] = {"file": finals[fmt].name, "sha256": sha256_file(tmp)}
+            files[fmt] = {"file": finals[fmt].name, "sha256": seal(tmp)}
         for fmt, tmp in tmps.items():
             os.replace(tmp, finals[fmt])
-        _fsync(out)
+        fsync_dir(out)
     return {"stem": stem, "length": n, "sequence_sha256": seq_hash.hexdigest(), "files": files, "stats": stats}
 
 
@@ -1087,7 +1053,7 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
               "unsupported_kinds": {k: n for k, n in kinds.items() if n}}
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _temp_output(out) as tmp:
+    with staged(out) as tmp:
         with open(tmp, "w", newline="") as fh, _progress(progress, "variants") as bar:
             task = bar.add_task("variants", total=len(plan))
             fh.write("\t".join(list(cols) + list(VARIANT_COLUMNS)) + "\n")
@@ -1103,9 +1069,8 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
                     values += [""] * (len(VARIANT_COLUMNS) - 2) + [status, note]
                 fh.write("\t".join(values) + "\n")
                 bar.advance(task)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
+        seal(tmp)
+        publish(tmp, out)
     counts["seconds"] = time.perf_counter() - t0
     if counts["unsupported"]:
         logger.warning("%s: %d row(s) not scored: unsupported alleles (%s); their rows have status 'unsupported'",

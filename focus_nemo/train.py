@@ -283,14 +283,14 @@ def _set_rng_state(state: dict) -> None:
 
 def _save_checkpoint(fm: FocusModel, opt, step: int, run: Path, cfg: TrainConfig) -> Path:
     """Save the resumable state after `step` optimizer steps (layout above); returns the step directory."""
-    from focus_nemo.focus.adapter import atomic_write
+    from focus_nemo.durable import durable_write
 
     ck = run / CHECKPOINT_DIR
     name = _new_step_directory(ck, step)
     target = ck / name
     fm.save_adapter(target, extra={"step": step})
     state = {"step": step, "optimizer": opt.state_dict(), "rng": _rng_state()}
-    digest = atomic_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
+    digest = durable_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
     _commit_checkpoint(ck, {"format": CHECKPOINT_FORMAT, "step": step, "directory": name,
                             "trainer_state_sha256": digest, "settings": _resume_settings(cfg)})
     return target
@@ -318,9 +318,9 @@ def _commit_checkpoint(ck: Path, record: dict) -> None:
     record and the step directory it names (the previous checkpoint, leftovers of interrupted saves)."""
     import shutil
 
-    from focus_nemo.focus.adapter import atomic_write_bytes
+    from focus_nemo.durable import durable_write_bytes
 
-    atomic_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())
+    durable_write_bytes(ck / CHECKPOINT_RECORD, json.dumps(record, indent=2).encode())
     for entry in ck.iterdir():
         if entry.name in (CHECKPOINT_RECORD, record["directory"]):
             continue
@@ -444,7 +444,7 @@ def _open_train_log(run: Path, start: int):
     """``train_log.jsonl`` opened for appending (line-buffered) with only the records of steps before
     `start`: a killed run logs steps after its last checkpoint, which the resumed run takes (and logs)
     again. Lines cut short by a kill are dropped too."""
-    from focus_nemo.focus.adapter import atomic_write_bytes
+    from focus_nemo.durable import durable_write_bytes
 
     path = run / TRAIN_LOG
     if path.exists():
@@ -459,7 +459,7 @@ def _open_train_log(run: Path, start: int):
             else:
                 dropped += 1
         if dropped:
-            atomic_write_bytes(path, b"".join(kept))
+            durable_write_bytes(path, b"".join(kept))
             log.info("%s: dropped %d record(s) of steps >= %d (they are run again)", path, dropped, start)
     return open(path, "a", buffering=1)
 

@@ -76,6 +76,8 @@ from pathlib import Path
 import numpy as np
 import pyfaidx
 
+from focus_nemo.durable import durable_write_bytes, durable_write_path, publish, seal, staged
+
 logger = logging.getLogger(__name__)
 
 IUPAC_AMBIGUOUS = b"RYKMSWBDHV"
@@ -97,7 +99,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32 (little-endian)", b"\x00\x00\xfe\xff": "UTF-32 (big-endian)",
               b"\xff\xfe": "UTF-16 (little-endian)", b"\xfe\xff": "UTF-16 (big-endian)"}
 _HEAD = 1 << 16  # bytes read when a file is opened to see its line endings and byte-order mark
-_COPY_CHUNK = 1 << 22  # bytes per read when decompressing, scanning or rewriting a file
+COPY_CHUNK = 1 << 22  # bytes per read when decompressing, scanning or rewriting a file
 _NORMALISED = "lf-1"  # stamp of a copy rewritten with LF line endings and no byte-order mark
 _READ_CHUNK = 1 << 24  # bases per pyfaidx call when reading a whole record: bounds the temporary strings
 _LIST_LIMIT = 40  # record names shown in an error message
@@ -195,10 +197,6 @@ def _is_stale(index: Path, source: Path) -> bool:
     return not index.exists() or index.stat().st_mtime < source.stat().st_mtime
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f"{path.name}.tmp{os.getpid()}")
-
-
 def _open_bytes(path: Path, kind: str):
     return open(path, "rb") if kind == "plain" else gzip.open(path, "rb")
 
@@ -244,7 +242,7 @@ def _line_ending_counts(f) -> tuple[int, int, int]:
     crlf = cr = lf = 0
     carry = b""
     while True:
-        chunk = f.read(_COPY_CHUNK)
+        chunk = f.read(COPY_CHUNK)
         if not chunk:
             break
         chunk = carry + chunk
@@ -340,26 +338,22 @@ def _write_copy(path: Path, kind: str, target: Path, stamp_file: Path, rewrite: 
         logger.info("%s has %s: rewriting it once (LF line endings, no byte-order mark) to %s (reused by later "
                     "runs; convert the file with `dos2unix`/`mac2unix` to skip this)", path, rewrite, target)
     st = path.stat()
-    tmp = _tmp_name(target)
-    try:
+
+    def copy(tmp: Path) -> None:
         with _open_bytes(path, kind) as src, open(tmp, "wb") as dst:
             if rewrite is None:
-                shutil.copyfileobj(src, dst, length=_COPY_CHUNK)
+                shutil.copyfileobj(src, dst, length=COPY_CHUNK)
             else:
                 _copy_normalised(src, dst)
-        os.replace(tmp, target)
+
+    try:
+        durable_write_path(target, copy)
     except (EOFError, zlib.error, gzip.BadGzipFile, struct.error) as e:
-        tmp.unlink(missing_ok=True)
         raise _corrupt(path, kind, e) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     stamp = {"source": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if rewrite is not None:
         stamp["rewritten"] = _NORMALISED
-    stamp_tmp = _tmp_name(stamp_file)
-    stamp_tmp.write_text(json.dumps(stamp))
-    os.replace(stamp_tmp, stamp_file)
+    durable_write_bytes(stamp_file, json.dumps(stamp).encode())
 
 
 def _copy_normalised(src, dst) -> None:
@@ -367,7 +361,7 @@ def _copy_normalised(src, dst) -> None:
     carry = b""
     first = True
     while True:
-        chunk = src.read(_COPY_CHUNK)  # a whole chunk unless the stream ends, so the mark is in the first
+        chunk = src.read(COPY_CHUNK)  # a whole chunk unless the stream ends, so the mark is in the first
         if not chunk:
             break
         if first:
@@ -410,13 +404,18 @@ def _build_index(path: Path, fai: Path, gzi: Path | None, shown: Path) -> None:
     `shown` is the file named in errors: the user's file, also when `path` is its decompressed copy.
     """
     fai.parent.mkdir(parents=True, exist_ok=True)
-    tmp_fai, tmp_gzi = _tmp_name(fai), (_tmp_name(gzi) if gzi else None)
     try:
-        pyfaidx.Faidx(str(path), indexname=str(tmp_fai), gzi_indexname=str(tmp_gzi) if tmp_gzi else None,
-                      as_raw=True, build_index=True, rebuild=True).close()
-        if tmp_gzi is not None:
-            os.replace(tmp_gzi, gzi)
-        os.replace(tmp_fai, fai)
+        with staged(fai) as tmp_fai, (staged(gzi) if gzi else contextlib.nullcontext()) as tmp_gzi:
+            for tmp in (tmp_fai, tmp_gzi):  # pyfaidx would read an existing index instead of building one
+                if tmp is not None:
+                    tmp.unlink()
+            pyfaidx.Faidx(str(path), indexname=str(tmp_fai), gzi_indexname=str(tmp_gzi) if tmp_gzi else None,
+                          as_raw=True, build_index=True, rebuild=True).close()
+            if tmp_gzi is not None:
+                seal(tmp_gzi)
+                publish(tmp_gzi, gzi)
+            seal(tmp_fai)
+            publish(tmp_fai, fai)
     except pyfaidx.FastaIndexingError as e:
         raise FastaFormatError(f"{shown}: not a usable FASTA file: {_own_name(str(e), path, shown)}") from None
     except UnicodeDecodeError:
@@ -433,10 +432,6 @@ def _build_index(path: Path, fai: Path, gzi: Path | None, shown: Path) -> None:
         raise FastaFormatError(f"{shown}: compressed stream is truncated or corrupt ({e})") from None
     except OSError as e:  # pyfaidx turns any I/O error while indexing into "may not be writable"
         raise OSError(f"{shown}: could not write its index {fai} ({e}); pass a writable cache_dir") from None
-    finally:
-        for tmp in (tmp_fai, tmp_gzi):
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
 
 
 class FastaFile:

@@ -47,7 +47,6 @@ import pickle
 import re
 import shutil
 import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -57,6 +56,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from focus_nemo.durable import durable_write_path
 from focus_nemo.evo2.config import LEGACY_NORM_FORM, PRESETS, Evo2Config, config_to_arc_yaml
 from focus_nemo.evo2.model import Evo2Model, parameter_dtype
 from focus_nemo.evo2.ops import rotary_inv_freq
@@ -137,9 +137,9 @@ def save_evo2(model: Evo2Model, directory: str | os.PathLike) -> Path:
     metadata["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
     # Weights first: an interrupted save leaves new weights beside an old config.json, which the shape-hash
     # comparison at load time reports.
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    durable_write_path(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     text = json.dumps({**header, **cfg.to_dict()}, indent=2) + "\n"
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+    durable_write_path(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     return directory
 
 
@@ -477,9 +477,9 @@ def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | No
             stacklevel=2,
         )
     yaml_text = config_to_arc_yaml(model.config)
-    _atomic_write(vortex_yaml_path(path), lambda tmp: tmp.write_text(yaml_text))
+    durable_write_path(vortex_yaml_path(path), lambda tmp: tmp.write_text(yaml_text))
     if part_size is None:
-        _atomic_write(path, lambda tmp: torch.save(vsd, tmp))
+        durable_write_path(path, lambda tmp: torch.save(vsd, tmp))
         for stale in _list_parts(path).values():
             stale.unlink()
         return [path]
@@ -493,7 +493,7 @@ def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | No
         with open(joined, "rb") as src:
             while chunk := src.read(part_size):
                 part = path.with_name(f"{path.name}.part{len(written)}")
-                _atomic_write(part, lambda tmp, data=chunk: tmp.write_bytes(data))
+                durable_write_path(part, lambda tmp, data=chunk: tmp.write_bytes(data))
                 written.append(part)
     finally:
         os.unlink(joined)
@@ -1054,16 +1054,3 @@ def _parts_of(base: Path) -> list[Path]:
     if found and sorted(found) != list(range(len(found))):
         raise CheckpointError(f"{base}: split pieces must be numbered 0..N-1 without gaps, found {sorted(found)}")
     return [found[i] for i in range(len(found))]
-
-
-def _atomic_write(target: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temporary file in the same directory, then rename it over `target`."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()

@@ -282,7 +282,7 @@ def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) 
     """Collective (every rank calls it): write step directory, then commit it in latest.json."""
     from megatron.core import parallel_state
 
-    from focus_nemo.focus.adapter import atomic_write
+    from focus_nemo.durable import durable_write
     from focus_nemo.train import CHECKPOINT_DIR, _commit_checkpoint, _new_step_directory, _resume_settings
 
     dist = torch.distributed
@@ -297,7 +297,7 @@ def save_checkpoint(fm, optimizer, step: int, run: Path, cfg, evo2: Evo2Config) 
         fm.save_adapter(target, evo2, extra={"step": step})  # a TP collective; TP rank 0 writes
         state = {"step": step, "optimizer": optimizer.state_dict()}
         tp_rank = parallel_state.get_tensor_model_parallel_rank()
-        digest = (tp_rank, atomic_write(target / f"optimizer_tp{tp_rank}.pt", lambda f: torch.save(state, f)))
+        digest = (tp_rank, durable_write(target / f"optimizer_tp{tp_rank}.pt", lambda f: torch.save(state, f)))
     digests = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest)
     if rank == 0:
@@ -343,7 +343,7 @@ def load_checkpoint(fm, optimizer, run: Path, record: dict, evo2: Evo2Config) ->
     """Restore this rank's adapter shards and optimizer state from the committed step directory."""
     from megatron.core import parallel_state
 
-    from focus_nemo.focus.adapter import sha256_file
+    from focus_nemo.durable import sha256_file
     from focus_nemo.train import CHECKPOINT_DIR, ResumeError
 
     target = run / CHECKPOINT_DIR / record["directory"]
