@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from focus_nemo.scoring import ScoringError
+from focus_nemo.scoring.stream import ScoringError
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def read_base(checkpoint: str):
 
 def base_fingerprint(state: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
     """Fingerprint of an Evo-2 state dict as a model cast to `dtype` holds it (floating tensors cast)."""
-    from focus_nemo.scoring import tensor_fingerprint
+    from focus_nemo.scoring.model import tensor_fingerprint
 
     return tensor_fingerprint((n, t.to(dtype) if t.is_floating_point() else t) for n, t in sorted(state.items()))
 
@@ -104,7 +104,7 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
         the CPU, and carries ``base_fingerprint`` (see the module docstring).
     """
     from focus_nemo.inference import embedded_adapter_dir, parse_dtype
-    from focus_nemo.scoring import scoring_ratio, untrained_focus_config
+    from focus_nemo.scoring.model import scoring_ratio, untrained_focus_config
 
     if tensor_parallel is not None:
         check_world_size(tensor_parallel)
