@@ -247,7 +247,7 @@ def test_mixed_line_endings_far_into_the_file_are_found_when_indexing(tmp_path, 
 
 
 def test_rewriting_handles_line_ends_split_between_reads(tmp_path, monkeypatch):
-    from focus_nemo.data import fasta as fasta_module
+    from focus_nemo.data import fasta_io as fasta_module
 
     monkeypatch.setattr(fasta_module, "COPY_CHUNK", 5)  # every CR/LF pair and the mark straddle reads
     seq = random_dna(300, 9)

@@ -13,10 +13,10 @@ from focus_nemo.data.fasta import (
     default_cache_dir,
     open_genome,
 )
-from focus_nemo.data.splits import Splits, make_splits, parse_region, splits_from_config, tail_holdout
+from focus_nemo.data.regions import Region, parse_region
+from focus_nemo.data.splits import Splits, make_splits, splits_from_config, tail_holdout
 from focus_nemo.data.windows import (
     Batch,
-    Region,
     SamplerStats,
     TileDataset,
     TrainWindowDataset,
