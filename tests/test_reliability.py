@@ -92,7 +92,7 @@ from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
 from focus_nemo.evo2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_evo2
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
 from focus_nemo.focus.adapter import CONFIG, TENSORS, remove_stale_temp_files, save_adapter
-from focus_nemo.inference import load_base_model
+from focus_nemo.loading import load_base_model
 from focus_nemo.train import train
 from focus_nemo.training.checkpoint import (
     CHECKPOINT_DIR,

@@ -43,7 +43,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from focus_nemo.inference import load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

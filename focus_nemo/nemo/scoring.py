@@ -61,7 +61,7 @@ def read_base(checkpoint: str):
     """(Evo2Model-layout state dict, Evo2Config) of ``embedded``, ``random:<preset>`` or a checkpoint path."""
     from focus_nemo.evo2 import Evo2Config, Evo2Model
     from focus_nemo.evo2.checkpoint import read_checkpoint
-    from focus_nemo.inference import resolve_checkpoint
+    from focus_nemo.loading import resolve_checkpoint
 
     name, path = resolve_checkpoint(checkpoint)
     if path is None:
@@ -103,7 +103,7 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
         (model, k, window); the model is on this rank's GPU (``LOCAL_RANK``) when CUDA is available, else on
         the CPU, and carries ``base_fingerprint`` (see the module docstring).
     """
-    from focus_nemo.inference import embedded_adapter_dir, parse_dtype
+    from focus_nemo.loading import embedded_adapter_dir, parse_dtype
     from focus_nemo.scoring.model import scoring_ratio, untrained_focus_config
 
     if tensor_parallel is not None:

@@ -186,7 +186,7 @@ def base_source(section) -> tuple[Evo2Config, str | None]:
     """(Evo2Config, checkpoint path or None for random weights) of the model config section."""
     from focus_nemo.evo2.checkpoint import read_checkpoint
     from focus_nemo.evo2.nemo2 import read_nemo2_config
-    from focus_nemo.inference import resolve_checkpoint
+    from focus_nemo.loading import resolve_checkpoint
 
     name, path = resolve_checkpoint(section.checkpoint, section.preset)
     if path is None:

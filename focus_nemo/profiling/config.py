@@ -65,7 +65,7 @@ class ProfileConfig:
     """What every run of a sweep shares.
 
     Attributes:
-        checkpoint: ``embedded``, ``random:<preset>`` or a path (see `focus_nemo.inference.load_base_model`).
+        checkpoint: ``embedded``, ``random:<preset>`` or a path (see `focus_nemo.loading.load_base_model`).
         adapter: adapter directory, ``embedded``, or None for the untrained Focus projections (time and
             memory do not depend on the adapter's values).
         k, window: Focus token every k bases; window W (also the truncation window).
@@ -87,7 +87,7 @@ class ProfileConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        from focus_nemo.inference import parse_dtype
+        from focus_nemo.loading import parse_dtype
 
         check_k_window(self.k, self.window)
         if self.chunk_size is not None and self.chunk_size < 1:

@@ -26,7 +26,7 @@ _loaded: dict = {}
 def load_model(cfg: ProfileConfig):
     """The FocusModel of `cfg` (its ``.base`` serves ``full`` and ``truncation``); the last one is cached."""
     from focus_nemo.focus import FocusConfig
-    from focus_nemo.inference import load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -83,7 +83,7 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
     copied from the base) they default to `FocusConfig`'s. A k the adapter was not trained with is
     allowed (the ratio is a run-time choice) but logged.
     """
-    from focus_nemo.inference import load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     focus = untrained_focus_config(k, window) if adapter is None else None
     fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus, config=config)

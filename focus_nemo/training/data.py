@@ -42,6 +42,6 @@ def eval_batches(cfg: TrainConfig) -> list[torch.Tensor]:
 
 def load_base(section: ModelSection):
     """The frozen base model of a model section (single-device `Evo2Model`)."""
-    from focus_nemo.inference import load_base_model
+    from focus_nemo.loading import load_base_model
 
     return load_base_model(section.checkpoint, preset=section.preset, dtype=section.dtype, config=section.config)

@@ -36,7 +36,7 @@ COMPUTE_DTYPES = {"32": torch.float32, "bf16-mixed": torch.bfloat16}
 
 def check_precision(cfg: TrainConfig) -> torch.dtype:
     """The compute dtype of a single-backend run; refuses what `trainer.precision` cannot mean here."""
-    from focus_nemo.inference import parse_dtype
+    from focus_nemo.loading import parse_dtype
 
     precision, base = cfg.trainer.precision, parse_dtype(cfg.model.dtype)
     if precision not in COMPUTE_DTYPES:
