@@ -12,6 +12,8 @@ writers that have exited are ever cleaned up (`remove_stale_temp_files`).
 * `durable_write_path(path, write)`: ``write(temporary path)`` for writers that want a path (safetensors,
   zip archives, index builders).
 * `staged(path)` / `seal` / `publish`: the three steps apart, for several files committed together.
+* `durable_write_dir(path, write)`: a whole directory, written beside its place and renamed into it (an
+  existing one is replaced only once the new one is complete).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ import glob
 import hashlib
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 
 def sha256_file(path: str | Path, bufsize: int = 1 << 20) -> str:
@@ -126,6 +131,44 @@ def durable_write(path: str | Path, write: Callable[[BinaryIO], object]) -> str:
 def durable_write_bytes(path: str | Path, data: bytes) -> str:
     """Create or replace `path` with `data`; returns the SHA-256."""
     return durable_write(path, lambda f: f.write(data))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def durable_write_dir(path: str | Path, write: Callable[[Path], T]) -> T:
+    """Create or replace the directory `path` with what ``write(temporary directory path)`` writes there
+    (``<name>.tmp-<pid>`` beside it, not yet created); returns what `write` returns. An existing `path` is
+    moved aside (``<name>.old-<pid>``) only once the new directory is complete, and put back if the rename
+    fails; leftovers of a killed run of this process id are removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f"{path.name}.old-{os.getpid()}")
+    for stale in (tmp, old):
+        _remove(stale)
+    try:
+        result = write(tmp)
+        replacing = path.exists() or path.is_symlink()
+        if replacing:
+            os.replace(path, old)  # a directory cannot be renamed over a non-empty one
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if replacing:
+                os.replace(old, path)
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            _remove(tmp)
+    with contextlib.suppress(FileNotFoundError):
+        _remove(old)
+    fsync_dir(path.parent)
+    return result
 
 
 def _process_alive(pid: int) -> bool:

@@ -57,6 +57,21 @@ def check_world_size(tensor_parallel: int) -> None:
                            f"--tensor-parallel {tensor_parallel}")
 
 
+def check_request(tensor_parallel: int, device: str | None, config: str = "") -> None:
+    """What a tensor-parallel scoring command asks for, checked before the slow NeMo imports: no ``--config``
+    (convert such checkpoints first), `check_world_size`, and `device` (if given) the one every rank uses:
+    its own GPU, or the CPU."""
+    if config:
+        raise ValueError("--config: not supported with --tensor-parallel; convert the checkpoint first "
+                         "(recipes/convert_checkpoint.py --config ... --format safetensors or nemo2)")
+    check_world_size(tensor_parallel)
+    requested = device
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested is not None and torch.device(requested).type != want:
+        raise ValueError(f"--device {requested}: with --tensor-parallel each rank runs on "
+                         f"{'its own GPU (LOCAL_RANK)' if want == 'cuda' else 'the CPU (no CUDA here)'}")
+
+
 def read_base(checkpoint: str):
     """(Evo2Model-layout state dict, Evo2Config) of ``embedded``, ``random:<preset>`` or a checkpoint path."""
     from focus_nemo.evo2 import Evo2Config, Evo2Model
@@ -156,11 +171,15 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
 
 
 def teardown() -> None:
-    """Release Megatron's parallel state and the process group."""
+    """Release Megatron's parallel state and the process group (nothing when none was started)."""
+    if not torch.distributed.is_initialized():
+        return
     from focus_nemo.nemo import build
 
     build.teardown()
 
 
-__all__ = ["RANDOM_SEED", "base_fingerprint", "check_world_size", "load_tp_scoring_model", "read_base", "teardown",
-           "world_size_from_env"]
+__all__ = [
+    "RANDOM_SEED", "base_fingerprint", "check_request", "check_world_size", "load_tp_scoring_model", "read_base",
+    "teardown", "world_size_from_env",
+]

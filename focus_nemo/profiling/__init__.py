@@ -27,12 +27,22 @@ from focus_nemo.profiling.config import (
     METHODS,
     PRIOR_EXPONENT,
     ProfileConfig,
+    add_arguments,
+    config_from_args,
     parse_length,
     parse_lengths,
     parse_methods,
 )
 from focus_nemo.profiling.fits import PowerLaw, fit_power_law, loglog_slope
-from focus_nemo.profiling.report import COLORS, ProfileResult, markdown_table, memory_column, plot, write_outputs
+from focus_nemo.profiling.report import (
+    COLORS,
+    ProfileResult,
+    fit_lines,
+    markdown_table,
+    memory_column,
+    plot,
+    write_outputs,
+)
 from focus_nemo.profiling.resources import Timer, isolated, machine, mib, peak_rss_bytes, reset_peak_rss, rss_bytes
 from focus_nemo.profiling.runs import (
     describe_sequence,
@@ -46,9 +56,10 @@ from focus_nemo.profiling.runs import (
 )
 
 __all__ = [
-    "COLORS", "CSV_COLUMNS", "HELDOUT", "HELDOUT_REGION", "METHODS", "PRIOR_EXPONENT", "PowerLaw",
-    "ProfileConfig", "ProfileResult", "Timer", "describe_sequence", "fit_power_law", "format_row", "isolated",
-    "load_model", "loglog_slope", "machine", "markdown_table", "measure", "memory_column", "mib", "parse_length",
-    "parse_lengths", "parse_methods", "peak_rss_bytes", "plot", "predict_seconds", "profile", "reset_peak_rss",
-    "rss_bytes", "sequence_tokens", "stream_method", "write_outputs",
+    "COLORS", "CSV_COLUMNS", "HELDOUT", "HELDOUT_REGION", "METHODS", "PRIOR_EXPONENT", "PowerLaw", "ProfileConfig",
+    "ProfileResult", "Timer", "add_arguments", "config_from_args", "describe_sequence", "fit_lines",
+    "fit_power_law", "format_row", "isolated", "load_model", "loglog_slope", "machine", "markdown_table",
+    "measure", "memory_column", "mib", "parse_length", "parse_lengths", "parse_methods", "peak_rss_bytes", "plot",
+    "predict_seconds", "profile", "reset_peak_rss", "rss_bytes", "sequence_tokens", "stream_method",
+    "write_outputs",
 ]

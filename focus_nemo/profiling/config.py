@@ -104,3 +104,39 @@ class ProfileConfig:
     @property
     def is_cuda(self) -> bool:
         return torch.device(self.device).type == "cuda"
+
+
+def add_arguments(parser) -> None:
+    """The command-line options of ``recipes/profile_memory.py`` (argparse)."""
+    from focus_nemo.cli import checked
+
+    parser.add_argument("--lengths", type=checked(parse_lengths), default="1k,4k,16k,64k,256k,1M",
+                        help="comma-separated lengths; k = 1,024, M = 1,048,576")
+    parser.add_argument("--methods", type=checked(parse_methods), default=",".join(METHODS),
+                        help="any of " + ",".join(METHODS))
+    parser.add_argument("--checkpoint", default="embedded", help="embedded | random:<preset> | checkpoint path")
+    parser.add_argument("--adapter", help="adapter directory or 'embedded'; default: untrained Focus projections "
+                                          "(time and memory do not depend on the adapter's values)")
+    parser.add_argument("--k", type=int, default=100, help="bases per Focus token")
+    parser.add_argument("--window", type=int, default=1024, help="window W (FOCUS and truncation)")
+    parser.add_argument("--chunk-size", type=int, help="bases per forward_chunk call (default: W)")
+    parser.add_argument("--dtype", default="float32", help="float32 | bf16")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<n>")
+    parser.add_argument("--budget", type=float, default=600.0,
+                        help="seconds per run; a length predicted to exceed it is skipped")
+    parser.add_argument("--fit-min-length", type=checked(parse_length), default="16k",
+                        help="fit exponents over lengths >= this (shorter ones are dominated by fixed costs)")
+    parser.add_argument("--random", action="store_true", help="random A/C/G/T instead of the bundled chr20 DNA")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    parser.add_argument("--isolation", choices=("auto", "process", "none"), default="auto",
+                        help="'process': each run in a fresh process (per-run peak RSS); 'none': one process, model "
+                             "loaded once; 'auto': process on CPU, none on CUDA")
+    parser.add_argument("--out", default="runs/profile", help="output folder")
+    parser.add_argument("--name", default="profile", help="output file stem")
+
+
+def config_from_args(a) -> ProfileConfig:
+    """The `ProfileConfig` of parsed `add_arguments` options."""
+    return ProfileConfig(checkpoint=a.checkpoint, adapter=a.adapter, k=a.k, window=a.window, chunk_size=a.chunk_size,
+                         dtype=a.dtype, device=a.device, random_sequence=a.random, seed=a.seed, threads=a.threads)

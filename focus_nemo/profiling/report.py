@@ -154,3 +154,13 @@ def write_outputs(result: ProfileResult, out_dir: str | Path, name: str) -> dict
     paths["md"].write_text(markdown_table(result))
     plot(result, paths["png"])
     return paths
+
+
+def fit_lines(result: ProfileResult) -> list[str]:
+    """The fitted time exponent of each method, as printed lines."""
+    lines = [f"fitted time exponent (lengths >= {result.fit_min_length:,}):"]
+    for method, fit in result.fits().items():
+        t = fit["time"]
+        lines.append(f"  {method:<10} " + (f"{t.exponent:.2f} over {len(t.lengths)} lengths" if t
+                                            else "n/a (< 2 lengths)"))
+    return lines

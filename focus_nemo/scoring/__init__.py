@@ -78,7 +78,7 @@ manifest, lock), ``fasta`` (`score_fasta`), ``variants`` (`score_variants`), ``p
 ranks). This package re-exports their public names.
 """
 
-from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, score_fasta
+from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, run_report, score_fasta
 from focus_nemo.scoring.model import (
     add_model_arguments,
     load_scoring_model,
@@ -113,6 +113,7 @@ from focus_nemo.scoring.variants import (
     read_variants,
     score_variant,
     score_variants,
+    variant_counts_line,
     variant_windows,
 )
 
@@ -120,6 +121,7 @@ __all__ = [
     "DEFAULT_CHUNK", "DEFAULT_READ", "FORMATS", "MANIFEST", "SUMMARY", "LoglikStream", "SCORE_DEFINITION",
     "SUMMARY_COLUMNS", "ScoreRun", "ScoringError", "UNITS", "UNSUPPORTED_KINDS", "VARIANT_COLUMNS", "Variant",
     "VariantScore", "add_model_arguments", "load_scores", "load_scoring_model", "model_settings", "parse_formats",
-    "read_tsv", "read_variants", "safe_stem", "score_fasta", "score_variant", "score_variants", "scoring_ratio",
-    "sequence_loglik", "tensor_fingerprint", "untrained_focus_config", "variant_windows",
+    "read_tsv", "read_variants", "run_report", "safe_stem", "score_fasta", "score_variant", "score_variants",
+    "scoring_ratio", "sequence_loglik", "tensor_fingerprint", "untrained_focus_config", "variant_counts_line",
+    "variant_windows",
 ]

@@ -284,3 +284,17 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
             os.replace(tmp, finals[fmt])
         fsync_dir(out)
     return {"stem": stem, "length": n, "sequence_sha256": seq_hash.hexdigest(), "files": files, "stats": stats}
+
+
+def run_report(run: ScoreRun) -> list[str]:
+    """Lines describing a finished run: one per record of its summary, then the totals."""
+    lines = []
+    for row in run.summary:
+        if not row["scored"]:
+            why = row.get("note") or "no scored base"
+            lines.append(f"{row['record']}\t{row['length']:,} bases\tnot scored: {why}")
+            continue
+        lines.append(f"{row['record']}\t{row['length']:,} bases\t{row['scored']:,} scored\t"
+                     f"{row['bits_per_base'] or float('nan'):.4f} bits/base\t{row['bases_per_s'] or 0:,.0f} bases/s")
+    lines.append(f"{len(run.scored)} record(s) scored, {len(run.skipped)} already finished; results in {run.out_dir}")
+    return lines

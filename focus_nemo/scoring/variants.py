@@ -354,3 +354,10 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
             f"{counts['unsupported']} unsupported); each row's reason is in {out}. Pass allow_empty=True "
             f"(--allow-empty) to accept a run that scores nothing")
     return counts
+
+
+def variant_counts_line(counts: dict) -> str:
+    """One line summing up what `score_variants` returned: rows, scored, REF mismatches, unsupported, seconds."""
+    kinds = ", ".join(f"{n} {kind}" for kind, n in counts["unsupported_kinds"].items())
+    return (f"{counts['rows']} row(s): {counts['ok']} scored, {counts['ref_mismatch']} REF mismatch, "
+            f"{counts['unsupported']} unsupported{f' ({kinds})' if kinds else ''}, {counts['seconds']:.1f} s")
