@@ -12,6 +12,7 @@ writers that have exited are ever cleaned up (`remove_stale_temp_files`).
 * `durable_write_path(path, write)`: ``write(temporary path)`` for writers that want a path (safetensors,
   zip archives, index builders).
 * `staged(path)` / `seal` / `publish`: the three steps apart, for several files committed together.
+* `scratch_file(prefix, directory)`: a private temporary file, deleted on exit.
 * `durable_write_dir(path, write)`: a whole directory, written beside its place and renamed into it (an
   existing one is replaced only once the new one is complete).
 """
@@ -131,6 +132,25 @@ def durable_write(path: str | Path, write: Callable[[BinaryIO], object]) -> str:
 def durable_write_bytes(path: str | Path, data: bytes) -> str:
     """Create or replace `path` with `data`; returns the SHA-256."""
     return durable_write(path, lambda f: f.write(data))
+
+
+@contextlib.contextmanager
+def scratch_file(prefix: str, directory: str | Path | None = None) -> Iterator[Path]:
+    """A private temporary file (not a durable output: nothing is renamed into place) named ``<prefix>...``
+    in `directory`, or in the system's temporary directory when `directory` is None or read-only; deleted
+    on exit (data still mapped by a reader stays alive until it is released)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=directory)
+    except OSError:
+        if directory is None:
+            raise
+        fd, name = tempfile.mkstemp(prefix=prefix)
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 def _remove(path: Path) -> None:

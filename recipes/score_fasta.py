@@ -7,11 +7,12 @@ Usage:
         --adapter adapter/ --out scores/ --tensor-parallel 2
 
 Writes <record>.npz and/or <record>.bedgraph.gz (log p(base | preceding bases), nats), summary.tsv and
-manifest.json into --out (formats, resume rules: focus_nemo.scoring). A run that scores nothing exits with an
-error unless --allow-empty. --tensor-parallel N (NeMo extra, N processes under torchrun) splits the model over
-the ranks (focus_nemo.nemo.scoring); rank 0 writes, and either kind of run may resume the other's directory.
+manifest.json into --out (formats, resume rules: focus_nemo.scoring); a run that scores nothing fails unless
+--allow-empty. --tensor-parallel N (NeMo extra, N processes under torchrun) splits the model over the ranks
+(focus_nemo.nemo.scoring); rank 0 writes, and either kind of run may resume the other's directory.
 """
 
+import contextlib
 import os
 
 from focus_nemo import cli
@@ -24,8 +25,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True, help="output directory (must be new or empty unless --resume)")
     p.add_argument("--records", nargs="+", help="records to score (chr1 and 1 name the same record); default all")
     add_model_arguments(p)
-    cli.add_device_argument(p, "cpu, cuda, cuda:N (default: cuda when available; with --tensor-parallel each "
-                               "rank's own GPU, or the CPU without CUDA)")
+    cli.add_device_argument(p, "cpu, cuda, cuda:N (default: cuda if available; with --tensor-parallel: rank's GPU)")
     p.add_argument("--tensor-parallel", type=int, metavar="N", help="split the model over N processes (torchrun)")
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -36,25 +36,19 @@ def main(argv=None) -> None:
     rank = int(os.environ.get("RANK", "0")) if a.tensor_parallel else 0
 
     def command():
-        if a.tensor_parallel is None:
-            fm, k, window = load_scoring_model(*model, cli.default_device(a.device), config=a.config)
-        else:
-            from focus_nemo.nemo.scoring import check_request, load_tp_scoring_model
+        with contextlib.ExitStack() as stack:
+            if a.tensor_parallel is None:
+                fm, k, window = load_scoring_model(*model, cli.default_device(a.device), config=a.config)
+            else:
+                from focus_nemo.nemo.scoring import tp_scoring_model
 
-            check_request(a.tensor_parallel, a.device, a.config)  # before the slow NeMo imports
-            fm, k, window = load_tp_scoring_model(*model, tensor_parallel=a.tensor_parallel)
-        info = {"fasta": a.fasta, "checkpoint": a.checkpoint, "adapter": a.adapter}
-        return score_fasta(a.fasta, a.out, fm, records=a.records, k=k, window=window, formats=a.format, info=info,
-                           chunk_size=a.chunk_size, resume=a.resume, progress=not a.no_progress and rank == 0,
-                           allow_empty=a.allow_empty)
+                fm, k, window = stack.enter_context(tp_scoring_model(a.tensor_parallel, a.device, a.config, *model))
+            return score_fasta(a.fasta, a.out, fm, records=a.records, k=k, window=window, formats=a.format,
+                               chunk_size=a.chunk_size, resume=a.resume, progress=not a.no_progress and rank == 0,
+                               info={"fasta": a.fasta, "checkpoint": a.checkpoint, "adapter": a.adapter},
+                               allow_empty=a.allow_empty)
 
-    try:
-        run = cli.run(command, errors=(ValueError, FileNotFoundError), quiet=rank != 0)
-    finally:
-        if a.tensor_parallel is not None:
-            from focus_nemo.nemo.scoring import teardown
-
-            teardown()
+    run = cli.run(command, errors=(ValueError, FileNotFoundError), quiet=rank != 0)
     if rank == 0:
         print("\n".join(run_report(run)))
 

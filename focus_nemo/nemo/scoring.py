@@ -22,6 +22,7 @@ Usage (on every rank)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -170,6 +171,17 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
     return fm, k, window
 
 
+@contextlib.contextmanager
+def tp_scoring_model(tensor_parallel: int, device: str | None, config: str, *args, **kwargs):
+    """`check_request`, then `load_tp_scoring_model` (`args`, `kwargs`); yields its (model, k, window) and
+    tears the process group down on exit, also when loading or scoring fails."""
+    try:
+        check_request(tensor_parallel, device, config)  # before the slow NeMo imports
+        yield load_tp_scoring_model(*args, tensor_parallel=tensor_parallel, **kwargs)
+    finally:
+        teardown()
+
+
 def teardown() -> None:
     """Release Megatron's parallel state and the process group (nothing when none was started)."""
     if not torch.distributed.is_initialized():
@@ -181,5 +193,5 @@ def teardown() -> None:
 
 __all__ = [
     "RANDOM_SEED", "base_fingerprint", "check_request", "check_world_size", "load_tp_scoring_model", "read_base",
-    "teardown", "world_size_from_env",
+    "teardown", "tp_scoring_model", "world_size_from_env",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from focus_nemo.durable import fsync_dir, seal, staged
+from focus_nemo.durable import publish, seal, staged
 from focus_nemo.scoring import parallel
 from focus_nemo.scoring.model import model_settings
 from focus_nemo.scoring.outputs import (
@@ -281,8 +281,7 @@ def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats
         for fmt, tmp in tmps.items():
             files[fmt] = {"file": finals[fmt].name, "sha256": seal(tmp)}
         for fmt, tmp in tmps.items():
-            os.replace(tmp, finals[fmt])
-        fsync_dir(out)
+            publish(tmp, finals[fmt])
     return {"stem": stem, "length": n, "sequence_sha256": seq_hash.hexdigest(), "files": files, "stats": stats}
 
 

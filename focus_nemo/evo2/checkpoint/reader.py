@@ -5,19 +5,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import pickle
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from focus_nemo.durable import scratch_file
 from focus_nemo.evo2.checkpoint.common import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -146,20 +145,14 @@ def _read_dir(path: Path, config: Evo2Config | None, strict: bool) -> Converted:
 
 def _read_joined(base: Path, parts: list[Path], config: Evo2Config | None, strict: bool) -> Converted:
     """Stream-concatenate split pieces into a temporary file and read it."""
-    try:
-        fd, joined = tempfile.mkstemp(prefix=f".{base.name}.joined-", dir=base.parent)
-    except OSError:  # read-only checkpoint directory
-        fd, joined = tempfile.mkstemp(prefix=f".{base.name}.joined-")
-    try:
-        with os.fdopen(fd, "wb") as out:
+    # beside the pieces, or in the system's temporary directory when theirs is read-only; tensors read with
+    # mmap keep the data alive after the name is removed
+    with scratch_file(f".{base.name}.joined-", base.parent) as joined:
+        with open(joined, "wb") as out:
             for part in parts:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out, 16 << 20)
-        return _read_file(Path(joined), config, strict, f"{base} (joined from {len(parts)} pieces)")
-    finally:
-        # Tensors read with mmap keep the data alive after the name is removed.
-        with contextlib.suppress(OSError):
-            os.unlink(joined)
+        return _read_file(joined, config, strict, f"{base} (joined from {len(parts)} pieces)")
 
 
 def _read_file(path: Path, config: Evo2Config | None, strict: bool, where: str) -> Converted:

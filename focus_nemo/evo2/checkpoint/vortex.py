@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from focus_nemo.durable import durable_write_path
+from focus_nemo.durable import durable_write_path, scratch_file
 from focus_nemo.evo2.checkpoint.common import (
     DEFAULT_HEAD_DIM,
     VORTEX_FFT_FIR_MIN_LENGTH,
@@ -202,18 +201,14 @@ def export_vortex(model: Evo2Model, path: str | os.PathLike, part_size: int | No
         return [path]
     if part_size <= 0:
         raise ValueError(f"export_vortex: part_size must be positive, got {part_size}")
-    fd, joined = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
     written = []
-    try:
+    with scratch_file(f".{path.name}.", path.parent) as joined:
         torch.save(vsd, joined)
         with open(joined, "rb") as src:
             while chunk := src.read(part_size):
                 part = path.with_name(f"{path.name}.part{len(written)}")
                 durable_write_path(part, lambda tmp, data=chunk: tmp.write_bytes(data))
                 written.append(part)
-    finally:
-        os.unlink(joined)
     for index, stale in _list_parts(path).items():
         if index >= len(written):
             stale.unlink()
