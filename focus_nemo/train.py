@@ -10,6 +10,7 @@ training, which `fidelity_table` prints.
 
 from __future__ import annotations
 
+from focus_nemo.data.assets import resolve_fasta
 from focus_nemo.training.checkpoint import ResumeError
 from focus_nemo.training.config import (
     BACKENDS,
@@ -20,7 +21,6 @@ from focus_nemo.training.config import (
     TrainerSection,
     config_from_hydra,
 )
-from focus_nemo.training.data import resolve_fasta
 from focus_nemo.training.heldout import fidelity_table
 from focus_nemo.training.schedule import learning_rate, ratio_for_step
 from focus_nemo.training.single import check_precision

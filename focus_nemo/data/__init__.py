@@ -1,6 +1,6 @@
 """Real-DNA data: FASTA files (plain, gzip, bgzip), chromosome splits, training and evaluation windows."""
 
-from focus_nemo.data.assets import BUNDLED_DNA, bundled_dna, bundled_dna_dir
+from focus_nemo.data.assets import BUNDLED_DNA, bundled_dna, bundled_dna_dir, resolve_fasta
 from focus_nemo.data.fasta import (
     FastaError,
     FastaFile,
@@ -31,6 +31,6 @@ __all__ = [
     "BUNDLED_DNA", "Batch", "FastaError", "FastaFile", "FastaFormatError", "FastaPolicy", "FastaWarning", "Genome",
     "RecordNotFoundError", "Region", "SamplerStats", "Splits", "TileDataset", "TrainWindowDataset", "Window",
     "WindowSampler", "bundled_dna", "bundled_dna_dir", "canonical_name", "default_cache_dir", "loss_weights",
-    "make_batch", "make_splits", "open_genome", "parse_region", "reverse_complement", "splits_from_config",
-    "tail_holdout",
+    "make_batch", "make_splits", "open_genome", "parse_region", "resolve_fasta", "reverse_complement",
+    "splits_from_config", "tail_holdout",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from focus_nemo.data.assets import resolve_fasta
 from focus_nemo.evaluation.config import EvalConfig, source_name
 from focus_nemo.evaluation.metrics import (
     METRICS,
@@ -23,7 +24,6 @@ from focus_nemo.evaluation.metrics import (
     true_base_index,
 )
 from focus_nemo.focus.loss import split_case
-from focus_nemo.training.data import resolve_fasta
 
 
 def sliding_span(length: int, k: int, window: int) -> int:

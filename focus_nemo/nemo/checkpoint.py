@@ -39,6 +39,7 @@ NEMO_CHECKPOINT_FORMAT = "focus-nemo-nemo-checkpoint/2"
 
 
 def parallel_settings(cfg) -> dict:
+    """The parallel layout a checkpoint's optimizer files depend on (compared on resume)."""
     t = cfg.trainer
     return {"world_size": t.devices * t.num_nodes, "tensor_model_parallel_size": t.tensor_model_parallel_size,
             "precision": t.precision}

@@ -1,21 +1,13 @@
-"""The data both trainers read: FASTA specs resolved to files, the seeded training-window sampler, the
-held-out batches, and the frozen base of the model section."""
+"""The data both trainers read: the seeded training-window sampler, the held-out batches (FASTA specs such
+as ``bundled:chr20_train`` resolved by `focus_nemo.data.assets.resolve_fasta`), and the frozen base."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from focus_nemo.data.assets import resolve_fasta
 from focus_nemo.training.config import ModelSection, TrainConfig
-
-
-def resolve_fasta(spec: str) -> str:
-    """``bundled:NAME`` -> the bundled file's path; anything else is a path and is returned as is."""
-    if spec.startswith("bundled:"):
-        from focus_nemo.data import bundled_dna
-
-        return str(bundled_dna(spec.split(":", 1)[1]))
-    return spec
 
 
 def train_sampler(cfg: TrainConfig):
