@@ -68,9 +68,11 @@ def adapter_argument(text: str) -> str | None:
 
 
 def run(command: Callable[[], T], errors: tuple[type[BaseException], ...] = INPUT_ERRORS, quiet: bool = False) -> T:
-    """Run a tool's command with INFO logging; an input error ends it with ``error: <message>`` (status 1),
-    or with status 1 alone when `quiet` (ranks other than 0 of a multi-process run, which log warnings only)."""
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """Run a tool's command, logging this package's INFO messages and other libraries' warnings; an input error
+    ends it with ``error: <message>`` (status 1), or with status 1 alone when `quiet` (ranks other than 0 of
+    a multi-process run, which log warnings only)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("focus_nemo").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         return command()
     except errors as e:

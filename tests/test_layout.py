@@ -188,3 +188,20 @@ def test_a_command_prints_no_warning(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Warning" not in done.stderr, done.stderr[-2000:]
     assert "1 record(s) scored" in done.stdout
+
+
+@pytest.mark.nemo
+def test_a_nemo_command_prints_no_warning_a_user_cannot_act_on(tmp_path):
+    """Converting to NeMo 2 runs NeMo's trainer and Megatron: none of their notices about absent optional
+    pieces (Transformer Engine, deploy/evaluate modules, telemetry) reaches the user."""
+    from conftest import require_nemo, stressed_model
+
+    from focus_nemo.evo2.checkpoint import save_evo2
+
+    require_nemo()
+    save_evo2(stressed_model(pattern="SDH*"), tmp_path / "ours")
+    done = run_quietly("recipes/convert_checkpoint.py", "--input", str(tmp_path / "ours"), "--output",
+                       str(tmp_path / "nemo2"), "--format", "nemo2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    noise = [line for line in done.stderr.splitlines() if "Warning" in line or "WARNING" in line or "NeMo W" in line]
+    assert noise == [], "\n".join(noise)
