@@ -247,9 +247,9 @@ def test_mixed_line_endings_far_into_the_file_are_found_when_indexing(tmp_path, 
 
 
 def test_rewriting_handles_line_ends_split_between_reads(tmp_path, monkeypatch):
-    from focus_nemo.data import fasta as fasta_module
+    from focus_nemo.data import fasta_io as fasta_module
 
-    monkeypatch.setattr(fasta_module, "_COPY_CHUNK", 5)  # every CR/LF pair and the mark straddle reads
+    monkeypatch.setattr(fasta_module, "COPY_CHUNK", 5)  # every CR/LF pair and the mark straddle reads
     seq = random_dna(300, 9)
     text = b"\xef\xbb\xbf" + fasta_text({"chr1": seq, "chr2": seq[:33]}, width=7, newline=b"\r\n")
     text = text.replace(b"\r\n", b"\r", 5)  # a few classic-Mac line ends among them

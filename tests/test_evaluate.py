@@ -35,7 +35,7 @@ from focus_nemo.evaluate import (
 from focus_nemo.evo2.model import KVCache
 from focus_nemo.evo2.ops import sliding_window_attention
 from focus_nemo.focus import FocusConfig, FocusModel
-from focus_nemo.train import ModelSection
+from focus_nemo.training.config import ModelSection
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LN2 = math.log(2)

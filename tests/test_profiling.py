@@ -17,7 +17,7 @@ import torch
 
 from focus_nemo.evo2 import Evo2Config
 from focus_nemo.focus import FocusConfig
-from focus_nemo.inference import load_focus_model
+from focus_nemo.loading import load_focus_model
 from focus_nemo.profiling import (
     CSV_COLUMNS,
     ProfileConfig,

@@ -92,21 +92,17 @@ from focus_nemo.evo2 import Evo2Config, Evo2Model, load_evo2
 from focus_nemo.evo2.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, save_evo2
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
 from focus_nemo.focus.adapter import CONFIG, TENSORS, remove_stale_temp_files, save_adapter
-from focus_nemo.inference import load_base_model
-from focus_nemo.train import (
+from focus_nemo.loading import load_base_model
+from focus_nemo.train import train
+from focus_nemo.training.checkpoint import (
     CHECKPOINT_DIR,
     CHECKPOINT_RECORD,
     TRAINER_STATE,
-    DataSection,
-    ModelSection,
     ResumeError,
-    TrainConfig,
-    TrainerSection,
-    _load_checkpoint,
-    _save_checkpoint,
-    config_from_hydra,
-    train,
+    load_checkpoint,
+    save_checkpoint,
 )
+from focus_nemo.training.config import DataSection, ModelSection, TrainConfig, TrainerSection, config_from_hydra
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -315,14 +311,14 @@ def saved_checkpoint(run: Path, cfg: TrainConfig | None = None):
     out = focus_loss(fm, dna_tokens(1, 40), k=8)
     out["loss"].backward()
     opt.step()
-    step_dir = _save_checkpoint(fm, opt, 1, run, cfg)
+    step_dir = save_checkpoint(fm, opt, 1, run, cfg)
     return cfg, step_dir
 
 
 def resume(run: Path, cfg: TrainConfig):
     fm = FocusModel(Evo2Model(Evo2Config.preset("tiny")), cfg.focus)
     opt = torch.optim.AdamW([p for p in fm.parameters() if p.requires_grad], lr=1e-2)
-    return _load_checkpoint(fm, opt, run, cfg)
+    return load_checkpoint(fm, opt, run, cfg)
 
 
 def truncate(path: Path) -> None:

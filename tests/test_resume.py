@@ -27,19 +27,17 @@ from safetensors.torch import load_file
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
-from focus_nemo.train import (
+from focus_nemo.training.checkpoint import (
     CHECKPOINT_DIR,
     CHECKPOINT_RECORD,
     TRAIN_LOG,
-    ModelSection,
-    TrainConfig,
-    TrainerSection,
-    _load_checkpoint,
-    _open_train_log,
-    _rng_state,
-    _save_checkpoint,
-    _set_rng_state,
+    load_checkpoint,
+    open_train_log,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
 )
+from focus_nemo.training.config import ModelSection, TrainConfig, TrainerSection
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "train_focus.py"
@@ -166,7 +164,7 @@ SAVE_WRITES = ["adapter.safetensors", "adapter_config.json", "trainer_state.pt",
 def test_crash_at_any_write_of_a_save_leaves_a_complete_checkpoint(tmp_path, monkeypatch, crash_at):
     cfg, fm, opt = tiny_setup()
     take_steps(fm, opt, 2, seed=1)
-    _save_checkpoint(fm, opt, 2, tmp_path, cfg)
+    save_checkpoint(fm, opt, 2, tmp_path, cfg)
     at_2 = adapter_tensors(fm)
     take_steps(fm, opt, 2, seed=2)
     at_4 = adapter_tensors(fm)
@@ -187,19 +185,19 @@ def test_crash_at_any_write_of_a_save_leaves_a_complete_checkpoint(tmp_path, mon
     if crash_at == "cleanup":
         monkeypatch.setattr(shutil, "rmtree", dying_rmtree)
     with pytest.raises(Crash):
-        _save_checkpoint(fm, opt, 4, tmp_path, cfg)
+        save_checkpoint(fm, opt, 4, tmp_path, cfg)
     monkeypatch.undo()
     committed = crash_at == "cleanup"
     assert renames == SAVE_WRITES[: len(SAVE_WRITES) if committed else SAVE_WRITES.index(crash_at)]
 
     _, fresh, fresh_opt = tiny_setup()
-    step, _ = _load_checkpoint(fresh, fresh_opt, tmp_path, cfg)
+    step, _ = load_checkpoint(fresh, fresh_opt, tmp_path, cfg)
     assert step == (4 if committed else 2)
     want = at_4 if committed else at_2
     for name, p in fresh.focus_parameters().items():
         assert torch.equal(p, want[name]), name
     # The next save deletes whatever the interrupted one left behind.
-    _save_checkpoint(fresh, fresh_opt, 6, tmp_path, cfg)
+    save_checkpoint(fresh, fresh_opt, 6, tmp_path, cfg)
     assert sorted(p.name for p in (tmp_path / CHECKPOINT_DIR).iterdir()) == [CHECKPOINT_RECORD, "step-00000006"]
     assert not [p for p in (tmp_path / CHECKPOINT_DIR).rglob("*") if ".tmp" in p.name]
 
@@ -207,18 +205,18 @@ def test_crash_at_any_write_of_a_save_leaves_a_complete_checkpoint(tmp_path, mon
 def test_same_step_saved_twice_keeps_the_committed_checkpoint_until_the_new_one_commits(tmp_path):
     cfg, fm, opt = tiny_setup()
     take_steps(fm, opt, 1, seed=1)
-    first = _save_checkpoint(fm, opt, 1, tmp_path, cfg)
-    second = _save_checkpoint(fm, opt, 1, tmp_path, cfg)
+    first = save_checkpoint(fm, opt, 1, tmp_path, cfg)
+    second = save_checkpoint(fm, opt, 1, tmp_path, cfg)
     assert first.name == "step-00000001" and second.name == "step-00000001.1" and not first.exists()
-    assert _load_checkpoint(tiny_setup()[1], tiny_setup()[2], tmp_path, cfg)[0] == 1
+    assert load_checkpoint(tiny_setup()[1], tiny_setup()[2], tmp_path, cfg)[0] == 1
 
 
 def test_optimizer_state_round_trips(tmp_path):
     cfg, fm, opt = tiny_setup()
     take_steps(fm, opt, 3, seed=1)
-    _save_checkpoint(fm, opt, 3, tmp_path, cfg)
+    save_checkpoint(fm, opt, 3, tmp_path, cfg)
     _, fresh, fresh_opt = tiny_setup()
-    _load_checkpoint(fresh, fresh_opt, tmp_path, cfg)
+    load_checkpoint(fresh, fresh_opt, tmp_path, cfg)
     take_steps(fm, opt, 2, seed=5)
     take_steps(fresh, fresh_opt, 2, seed=5)
     for name, p in fresh.focus_parameters().items():
@@ -229,28 +227,28 @@ def test_rng_states_are_saved_and_restored(tmp_path):
     cfg, fm, opt = tiny_setup()
     torch.manual_seed(123), np.random.seed(123), random.seed(123)
     torch.rand(3), np.random.rand(3), random.random(), np.random.standard_normal()  # leaves a cached gaussian
-    _save_checkpoint(fm, opt, 0, tmp_path, cfg)
+    save_checkpoint(fm, opt, 0, tmp_path, cfg)
     draws = (torch.rand(5), np.random.rand(5), np.random.standard_normal(), [random.random() for _ in range(5)],
              random.gauss(0, 1))
     torch.rand(100), np.random.rand(100), random.random()  # the streams move on (as a killed run's would)
-    step, rng = _load_checkpoint(FocusModel(Evo2Model(Evo2Config.preset("tiny")), cfg.focus), opt, tmp_path, cfg)
+    step, rng = load_checkpoint(FocusModel(Evo2Model(Evo2Config.preset("tiny")), cfg.focus), opt, tmp_path, cfg)
     assert step == 0 and rng is not None
-    _set_rng_state(rng)
+    set_rng_state(rng)
     again = (torch.rand(5), np.random.rand(5), np.random.standard_normal(), [random.random() for _ in range(5)],
              random.gauss(0, 1))
     assert torch.equal(again[0], draws[0]) and np.array_equal(again[1], draws[1])
     assert again[2:] == draws[2:]
-    state = _rng_state()
+    state = rng_state()
     assert set(state) >= {"torch", "numpy", "python"}
 
 
 def test_train_log_after_resume_keeps_only_earlier_steps(tmp_path):
     lines = [json.dumps({"step": s, "loss": 1.0 / (s + 1)}) for s in range(8)]
     (tmp_path / TRAIN_LOG).write_text("\n".join(lines) + "\n" + '{"step": 8, "lo')  # cut short by a kill
-    with _open_train_log(tmp_path, 5) as log:
+    with open_train_log(tmp_path, 5) as log:
         log.write(json.dumps({"step": 5, "loss": 0.5}) + "\n")
         assert [json.loads(x)["step"] for x in (tmp_path / TRAIN_LOG).read_text().splitlines()] == [0, 1, 2, 3, 4, 5]
-    with _open_train_log(tmp_path, 0):
+    with open_train_log(tmp_path, 0):
         pass
     assert (tmp_path / TRAIN_LOG).read_text() == ""  # a run started over (resume=false) starts an empty log
 
@@ -258,10 +256,10 @@ def test_train_log_after_resume_keeps_only_earlier_steps(tmp_path):
 def test_resume_false_retires_the_old_checkpoint(tmp_path, caplog):
     cfg, fm, opt = tiny_setup()
     take_steps(fm, opt, 1, seed=1)
-    _save_checkpoint(fm, opt, 1, tmp_path, cfg)
+    save_checkpoint(fm, opt, 1, tmp_path, cfg)
     cfg.resume = False
-    assert _load_checkpoint(fm, opt, tmp_path, cfg) == (0, None)
+    assert load_checkpoint(fm, opt, tmp_path, cfg) == (0, None)
     assert not (tmp_path / CHECKPOINT_DIR / CHECKPOINT_RECORD).exists()
     cfg.resume = True  # a later resume must not mix the old run into the new one
-    assert _load_checkpoint(fm, opt, tmp_path, cfg) == (0, None)
+    assert load_checkpoint(fm, opt, tmp_path, cfg) == (0, None)
     assert "no committed checkpoint" in caplog.text

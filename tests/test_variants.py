@@ -366,7 +366,7 @@ def test_flank_column_tells_a_neutral_insertion_from_a_random_one_where_delta_ll
     import re
 
     from focus_nemo.data import bundled_dna
-    from focus_nemo.inference import load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     fm = load_focus_model()
     genome = open_genome(bundled_dna("chr20_heldout"))

@@ -25,3 +25,10 @@ def bundled_dna(name: str) -> Path:
     if name not in BUNDLED_DNA:
         raise KeyError(f"no bundled DNA named {name!r}; available: {', '.join(BUNDLED_DNA)}")
     return bundled_dna_dir() / BUNDLED_DNA[name]
+
+
+def resolve_fasta(spec: str) -> str:
+    """``bundled:NAME`` -> the bundled file's path (`bundled_dna`); anything else is a path, returned as is."""
+    if spec.startswith("bundled:"):
+        return str(bundled_dna(spec.split(":", 1)[1]))
+    return spec

@@ -21,33 +21,15 @@ Splits never overlap: two entries that share a base raise an error naming both.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from focus_nemo.data.fasta import FastaFile, Genome
-from focus_nemo.data.windows import Region
+from focus_nemo.data.regions import Region, parse_region
 
 SPLITS = ("train", "val", "test")
-_REGION = re.compile(r"^(?P<chrom>.+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
 
 Entry = str | Region
-
-
-def parse_region(text: str, genome: Genome | FastaFile | None = None) -> Region | str:
-    """``"chr1"`` -> ``"chr1"`` (whole record); ``"chr1:1,001-2,000"`` -> ``Region("chr1", 1000, 2000)``.
-
-    With `genome`, a text that is itself a record name stays a name even if it contains ``:``.
-    """
-    if genome is not None and text in genome:
-        return text
-    m = _REGION.match(text.strip())
-    if m is None:
-        return text.strip()
-    start, end = int(m["start"].replace(",", "")), int(m["end"].replace(",", ""))
-    if start < 1 or end < start:
-        raise ValueError(f"region {text!r}: need 1 <= start <= end (1-based, inclusive)")
-    return Region(m["chrom"], start - 1, end)
 
 
 @dataclass

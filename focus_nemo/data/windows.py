@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from focus_nemo.data.fasta import FastaFile, FastaWarning, Genome
+from focus_nemo.data.regions import Region, parse_region
 
 logger = logging.getLogger(__name__)
 
@@ -79,25 +80,6 @@ def upper(seq: np.ndarray) -> np.ndarray:
 def loss_weights(raw: np.ndarray, lowercase_weight: float = 0.1) -> np.ndarray:
     """Per-base target weight (``float32``, same shape): 1 for ACGT, `lowercase_weight` for acgt, else 0."""
     return np.array([0.0, 1.0, lowercase_weight], dtype=np.float32)[_CLASS[raw]]
-
-
-@dataclass(frozen=True)
-class Region:
-    """Bases ``[start, end)`` (0-based, half open) of record `chrom`."""
-
-    chrom: str
-    start: int
-    end: int
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.start <= self.end:
-            raise ValueError(f"Region {self.chrom!r}: need 0 <= start <= end, got [{self.start}, {self.end})")
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __str__(self) -> str:  # samtools style, 1-based inclusive
-        return f"{self.chrom}:{self.start + 1}-{self.end}"
 
 
 @dataclass
@@ -199,8 +181,6 @@ def _usable_regions(genome: Genome | FastaFile, regions: Sequence[Region | str],
         raise ValueError(f"{what}: window must be >= 2 bases, got {window}")
     if short_region not in ("skip", "error"):
         raise ValueError(f"{what}: short_region {short_region!r} is not 'skip' or 'error'")
-    from focus_nemo.data.splits import parse_region  # splits builds on this module
-
     out: list[Region] = []
     for entry in regions:
         r = parse_region(entry, genome) if isinstance(entry, str) else entry

@@ -22,13 +22,14 @@ Usage (on every rank)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import torch
 
-from focus_nemo.scoring import ScoringError
+from focus_nemo.scoring.stream import ScoringError
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,26 @@ def check_world_size(tensor_parallel: int) -> None:
                            f"--tensor-parallel {tensor_parallel}")
 
 
+def check_request(tensor_parallel: int, device: str | None, config: str = "") -> None:
+    """What a tensor-parallel scoring command asks for, checked before the slow NeMo imports: no ``--config``
+    (convert such checkpoints first), `check_world_size`, and `device` (if given) the one every rank uses:
+    its own GPU, or the CPU."""
+    if config:
+        raise ValueError("--config: not supported with --tensor-parallel; convert the checkpoint first "
+                         "(recipes/convert_checkpoint.py --config ... --format safetensors or nemo2)")
+    check_world_size(tensor_parallel)
+    requested = device
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested is not None and torch.device(requested).type != want:
+        raise ValueError(f"--device {requested}: with --tensor-parallel each rank runs on "
+                         f"{'its own GPU (LOCAL_RANK)' if want == 'cuda' else 'the CPU (no CUDA here)'}")
+
+
 def read_base(checkpoint: str):
     """(Evo2Model-layout state dict, Evo2Config) of ``embedded``, ``random:<preset>`` or a checkpoint path."""
     from focus_nemo.evo2 import Evo2Config, Evo2Model
     from focus_nemo.evo2.checkpoint import read_checkpoint
-    from focus_nemo.inference import resolve_checkpoint
+    from focus_nemo.loading import resolve_checkpoint
 
     name, path = resolve_checkpoint(checkpoint)
     if path is None:
@@ -76,7 +92,7 @@ def read_base(checkpoint: str):
 
 def base_fingerprint(state: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
     """Fingerprint of an Evo-2 state dict as a model cast to `dtype` holds it (floating tensors cast)."""
-    from focus_nemo.scoring import tensor_fingerprint
+    from focus_nemo.scoring.model import tensor_fingerprint
 
     return tensor_fingerprint((n, t.to(dtype) if t.is_floating_point() else t) for n, t in sorted(state.items()))
 
@@ -103,8 +119,8 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
         (model, k, window); the model is on this rank's GPU (``LOCAL_RANK``) when CUDA is available, else on
         the CPU, and carries ``base_fingerprint`` (see the module docstring).
     """
-    from focus_nemo.inference import embedded_adapter_dir, parse_dtype
-    from focus_nemo.scoring import scoring_ratio, untrained_focus_config
+    from focus_nemo.loading import embedded_adapter_dir, parse_dtype
+    from focus_nemo.scoring.model import scoring_ratio, untrained_focus_config
 
     if tensor_parallel is not None:
         check_world_size(tensor_parallel)
@@ -155,12 +171,27 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
     return fm, k, window
 
 
+@contextlib.contextmanager
+def tp_scoring_model(tensor_parallel: int, device: str | None, config: str, *args, **kwargs):
+    """`check_request`, then `load_tp_scoring_model` (`args`, `kwargs`); yields its (model, k, window) and
+    tears the process group down on exit, also when loading or scoring fails."""
+    try:
+        check_request(tensor_parallel, device, config)  # before the slow NeMo imports
+        yield load_tp_scoring_model(*args, tensor_parallel=tensor_parallel, **kwargs)
+    finally:
+        teardown()
+
+
 def teardown() -> None:
-    """Release Megatron's parallel state and the process group."""
+    """Release Megatron's parallel state and the process group (nothing when none was started)."""
+    if not torch.distributed.is_initialized():
+        return
     from focus_nemo.nemo import build
 
     build.teardown()
 
 
-__all__ = ["RANDOM_SEED", "base_fingerprint", "check_world_size", "load_tp_scoring_model", "read_base", "teardown",
-           "world_size_from_env"]
+__all__ = [
+    "RANDOM_SEED", "base_fingerprint", "check_request", "check_world_size", "load_tp_scoring_model", "read_base",
+    "teardown", "tp_scoring_model", "world_size_from_env",
+]

@@ -162,7 +162,7 @@ def test_config_reaches_the_loaders(tmp_path):
     """model.config (Hydra) and --config (recipes) end in load_evo2's config argument."""
     from omegaconf import OmegaConf
 
-    from focus_nemo.inference import load_base_model
+    from focus_nemo.loading import load_base_model
     from focus_nemo.train import config_from_hydra
 
     cfg = config_from_hydra(OmegaConf.create({"model": {"checkpoint": "embedded", "config": "7b-262k"}}))

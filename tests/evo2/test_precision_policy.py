@@ -10,7 +10,7 @@ import torch
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model, embedded_model_dir, load_evo2
 from focus_nemo.evo2.model import FP32_PARAMETER_SUFFIXES
-from focus_nemo.inference import load_base_model, load_focus_model
+from focus_nemo.loading import load_base_model, load_focus_model
 
 # bf16 against fp32 streaming of 64 kb of held-out human DNA with the embedded FOCUS model (ACGT probabilities):
 # measured max |dp| 0.020, mean 0.0015 (2-core AMD EPYC CPU).

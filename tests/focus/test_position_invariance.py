@@ -80,7 +80,7 @@ def test_evo2_streaming_from_offset_equals_offset_zero(offset):
 def embedded_focus():
     if not (embedded_model_dir() / "model.safetensors").is_file():
         pytest.skip(f"embedded model not found in {embedded_model_dir()}")
-    from focus_nemo.inference import load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     return load_focus_model("embedded", adapter="embedded")
 

@@ -18,7 +18,7 @@ import torch
 from conftest import dna_tokens, perturb_focus_, stressed_model
 
 from focus_nemo.focus import FocusConfig, FocusModel, focus_loss
-from focus_nemo.inference import load_base_model, load_focus_model
+from focus_nemo.loading import load_base_model, load_focus_model
 
 pytestmark = pytest.mark.gpu
 

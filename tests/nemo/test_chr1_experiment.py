@@ -4,6 +4,7 @@ FASTA with chr1/chr2 records and a tiny Evo-2 NeMo 2 checkpoint written by NeMo'
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def overrides(ckpt: Path, run: Path, steps: int = 2) -> list[str]:
             "data.train_fasta=bundled:chr1_chr2_first100kb", "data.val_fasta=bundled:chr1_chr2_first100kb",
             "trainer.accelerator=cpu", "trainer.devices=1", "trainer.tensor_model_parallel_size=1",
             "trainer.precision=32", f"trainer.max_steps={steps}", "trainer.warmup_steps=1", "trainer.batch_size=1",
-            "data.sample_len=2048", "save_every=1", f"run_dir={run}"]
+            "data.sample_len=2048", "save_every=1", "eval_samples=2", "eval_len=2048", f"run_dir={run}"]
 
 
 def test_chr1_composes_for_the_cluster():
@@ -80,7 +81,11 @@ def test_chr1_runs_on_cpu_from_a_nemo2_checkpoint(nemo2_base, tmp_path):
         cfg = config_from_hydra(compose(config_name="train_focus", overrides=overrides(nemo2_base, run)))
     ref = first_batch_loss(nemo2_base, cfg)
     assert abs(log[0]["loss"] - ref) <= 1e-4 * abs(ref), (log[0]["loss"], ref)
-    assert json.loads((run / "metrics.json").read_text())["backend"] == "nemo"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["backend"] == "nemo"
+    # held-out chr2 windows (data.val_regions) measured before and after training, as by the single backend
+    assert metrics["before"]["positions"] == metrics["after"]["positions"] > 0
+    assert all(math.isfinite(metrics["after"][n]) for n in ("bits_full", "bits_focus", "focus_kl"))
     assert list((run / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard log"
     fm = FocusModel(load_evo2(nemo2_base)).load_adapter(run / "adapter")
     assert fm.config.train_ratios == [25, 50, 100, 200] and fm.config.window == 1024

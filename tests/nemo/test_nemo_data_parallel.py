@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 def _worker(args) -> None:
     from test_nemo_training import train_config
 
-    from focus_nemo.nemo.lightning import run_nemo_training
+    from focus_nemo.nemo.trainer import run_nemo_training
 
     run = Path(args.rundir)
     writes = []

@@ -2,7 +2,7 @@
 MegatronStrategy, Megatron optimizer) on CPU at TP=2 and TP=1.
 
 This file is also the worker (``python tests/nemo/test_nemo_training.py ...``, under
-``torch.distributed.run`` for TP=2): it trains with `focus_nemo.nemo.lightning.run_nemo_training`,
+``torch.distributed.run`` for TP=2): it trains with `focus_nemo.nemo.trainer.run_nemo_training`,
 then records the trained model's logits and whether its base still equals the checkpoint. The tests
 compare with the single-device `FocusModel` in the pytest process.
 """
@@ -33,7 +33,8 @@ K, W, RATIOS, SAMPLE_LEN = 16, 128, [8, 16, 32], 300
 
 
 def train_config(base_dir: str, run_dir: str, *, steps: int, tp: int = 1, devices: int = 1, save_every: int = 2,
-                 lr: float = 1e-2, distill: float = 0.0):
+                 lr: float = 1e-2, distill: float = 0.0, eval_samples: int = 2, eval_len: int = 400,
+                 eval_every: int = 2):
     from focus_nemo.focus import FocusConfig
     from focus_nemo.train import DataSection, ModelSection, TrainConfig, TrainerSection
 
@@ -43,7 +44,7 @@ def train_config(base_dir: str, run_dir: str, *, steps: int, tp: int = 1, device
         data=DataSection(sample_len=SAMPLE_LEN),
         trainer=TrainerSection(backend="nemo", devices=devices, tensor_model_parallel_size=tp, max_steps=steps,
                                batch_size=2, lr=lr, warmup_steps=1, grad_clip=1.0),
-        run_dir=run_dir, save_every=save_every)
+        run_dir=run_dir, save_every=save_every, eval_samples=eval_samples, eval_len=eval_len, eval_every=eval_every)
 
 
 # --------------------------------------------------------------------------- worker side
@@ -53,7 +54,7 @@ def _worker(args) -> None:
     from focus_nemo.evo2 import load_evo2
     from focus_nemo.evo2.nemo2 import evo2_to_megatron
     from focus_nemo.nemo.build import shard_for_rank
-    from focus_nemo.nemo.lightning import run_nemo_training
+    from focus_nemo.nemo.trainer import run_nemo_training
 
     cfg = train_config(args.base, args.rundir, steps=args.steps, tp=args.tp, devices=args.tp, distill=args.distill)
     _, model = run_nemo_training(cfg)
@@ -164,6 +165,18 @@ def test_nemo_training_tp2(base_dir, tmp_path, tp, distill):
     record = json.loads((run / "checkpoint" / "latest.json").read_text())
     assert record["step"] == 4 and len(record["optimizer_sha256"]) == tp
 
+    # held-out fidelity through the shared pieces: what the single backend measures on the same adapter
+    from focus_nemo.evaluation.metrics import fidelity
+    from focus_nemo.training.data import eval_batches
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    held = eval_batches(cfg)
+    for key, model in (("before", untrained), ("after", fm)):
+        want = fidelity(model, held)
+        assert metrics[key]["positions"] == want["positions"] > 0
+        for name in ("bits_full", "bits_focus", "bits_truncation", "focus_kl", "focus_abs_dp_true"):
+            assert abs(metrics[key][name] - want[name]) <= 1e-4 * abs(want[name]) + 1e-6, (key, name)
+
 
 def _launch(base_dir: Path, run: Path, steps: int, save_every: int) -> subprocess.Popen:
     code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); from test_nemo_training import train_config; "
@@ -207,17 +220,15 @@ def test_nemo_training_resumes_exactly_after_kill(base_dir, tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(base_dir, tmp_path):
-    from focus_nemo.nemo.lightning import NEMO_CHECKPOINT_FORMAT, read_checkpoint_record
-    from focus_nemo.train import ResumeError
+    from focus_nemo.nemo.checkpoint import NEMO_CHECKPOINT_FORMAT, parallel_settings, read_checkpoint_record
+    from focus_nemo.training.checkpoint import ResumeError, resume_settings
 
     run = tmp_path / "run"
     (run / "checkpoint").mkdir(parents=True)
     cfg = train_config(str(base_dir), str(run), steps=4)
-    from focus_nemo.nemo.lightning import _parallel_settings
-    from focus_nemo.train import _resume_settings
 
     record = {"format": NEMO_CHECKPOINT_FORMAT, "step": 2, "directory": "step-00000002", "optimizer_sha256": ["x"],
-              "parallel": _parallel_settings(cfg), "settings": _resume_settings(cfg)}
+              "parallel": parallel_settings(cfg), "settings": resume_settings(cfg)}
     (run / "checkpoint" / "latest.json").write_text(json.dumps(record))
     assert read_checkpoint_record(run, cfg)["step"] == 2
     other = train_config(str(base_dir), str(run), steps=4, lr=5e-3)

@@ -177,15 +177,16 @@ def test_other_ranks_follow_rank0_and_write_nothing(inputs, tmp_path, monkeypatc
     no file, and stops with rank 0's message when rank 0 could not start."""
     import focus_nemo.scoring as scoring
     from focus_nemo.focus import FocusConfig, FocusModel
+    from focus_nemo.scoring import parallel
 
     fm = FocusModel(stressed_model(), FocusConfig(k=4, window=16)).eval()
     calls = []
     forward_chunk = fm.forward_chunk
     monkeypatch.setattr(fm, "forward_chunk", lambda t, st: calls.append(t.shape[1]) or forward_chunk(t, st))
     sent = []
-    monkeypatch.setattr(scoring, "_rank_world", lambda: (1, 2))
+    monkeypatch.setattr(parallel, "rank_world", lambda: (1, 2))
     # Rank 0 broadcasts the plan first, then whether the run scored nothing (None: it scored something).
-    monkeypatch.setattr(scoring, "_from_rank0", lambda obj, world: sent.append(obj) or (plan if len(sent) == 1
+    monkeypatch.setattr(parallel, "from_rank0", lambda obj, world: sent.append(obj) or (plan if len(sent) == 1
                                                                                          else None))
     out = tmp_path / "scores"
 

@@ -1,0 +1,115 @@
+"""The evaluation schema: `EvalConfig` and its `SourceSection`s (validated when built; errors name the
+field) and `config_from_hydra` (see conf/evaluate_focus.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from focus_nemo.evaluation.metrics import METHODS
+from focus_nemo.training.config import ModelSection
+
+
+@dataclass
+class SourceSection:
+    """One evaluation source: a FASTA file (``bundled:NAME`` or a path) and optionally some regions."""
+
+    fasta: str = "???"
+    name: str = ""  # default: the bundled name or the file name without FASTA/compression suffixes
+    regions: list[str] = field(default_factory=list)  # empty = every record
+    num_sequences: int | None = None  # default: EvalConfig.num_sequences
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides an evaluation run (see conf/evaluate_focus.yaml)."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    adapter: str | None = "embedded"  # adapter directory, "embedded", or None/"none" (untrained Focus tokens)
+    sources: list[SourceSection] = field(default_factory=lambda: [SourceSection(fasta="bundled:chr20_heldout")])
+    lengths: list[int] = field(default_factory=lambda: [10_000])  # input bases per sequence
+    num_sequences: int = 24  # per source and length
+    ks: list[int] = field(default_factory=lambda: [25, 50, 100, 200])
+    window: int | None = None  # None: the adapter's W
+    methods: list[str] = field(default_factory=lambda: ["focus", "truncation", "sliding"])
+    seed: int = 0
+    rc_prob: float = 0.5
+    max_n_fraction: float = 0.1
+    position_bins: int = 32
+    device: str = "cpu"
+    threads: int = 0
+    plots: bool = True
+    run_dir: str = "runs/evaluate"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.adapter, str) and self.adapter.lower() in ("none", "null", ""):
+            self.adapter = None
+        if not self.sources:
+            raise ValueError("EvalConfig.sources: empty (name at least one FASTA file)")
+        if not self.lengths or any(n < 2 for n in self.lengths):
+            raise ValueError(f"EvalConfig.lengths: need at least one length >= 2, got {self.lengths}")
+        if not self.ks:
+            raise ValueError("EvalConfig.ks: empty (name at least one ratio k)")
+        if self.num_sequences < 1:
+            raise ValueError(f"EvalConfig.num_sequences: must be >= 1, got {self.num_sequences}")
+        bad = sorted(set(self.methods) - set(METHODS[1:]))
+        if bad:
+            raise ValueError(f"EvalConfig.methods: {bad} not among {list(METHODS[1:])}")
+        if not 0.0 <= self.rc_prob <= 1.0:
+            raise ValueError(f"EvalConfig.rc_prob: must be in [0, 1], got {self.rc_prob}")
+        if self.position_bins < 1:
+            raise ValueError(f"EvalConfig.position_bins: must be >= 1, got {self.position_bins}")
+        names = [source_name(s) for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"EvalConfig.sources: duplicate source name(s) {dup}; set `name` to tell them apart")
+        for s in self.sources:
+            if s.fasta in ("", "???"):
+                raise ValueError("EvalConfig.sources: an entry has no `fasta`")
+            if s.num_sequences is not None and s.num_sequences < 1:
+                raise ValueError(f"EvalConfig.sources[{source_name(s)}].num_sequences: must be >= 1")
+
+    def check_window(self, window: int) -> None:
+        """Errors naming the field when a length or k does not fit the window in use."""
+        from focus_nemo.focus.config import check_k_window
+
+        for k in self.ks:
+            try:
+                check_k_window(k, window)
+            except ValueError as e:
+                raise ValueError(f"EvalConfig.ks: {e}") from None
+        short = [n for n in self.lengths if n <= window]
+        if short:
+            raise ValueError(f"EvalConfig.lengths: {short} not longer than the window W={window}; positions in the "
+                             f"first window are identical for every method, so nothing would be scored")
+        if self.position_bins > window:
+            raise ValueError(f"EvalConfig.position_bins: {self.position_bins} > window {window}")
+
+
+def config_from_hydra(cfg) -> EvalConfig:
+    """Validate a composed Hydra config against `EvalConfig` (errors name the key).
+
+    A source may be given as a plain string (the FASTA spec), e.g. ``sources=[bundled:phage_lambda]``.
+    """
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(cfg, resolve=True)
+    raw.pop("hydra", None)
+    if isinstance(raw.get("sources"), list):
+        raw["sources"] = [{"fasta": s} if isinstance(s, str) else s for s in raw["sources"]]
+    merged = OmegaConf.merge(OmegaConf.structured(EvalConfig), raw)
+    return OmegaConf.to_object(merged)
+
+
+def source_name(src: SourceSection) -> str:
+    """`src.name`, else the bundled name, else the file name without FASTA and gzip suffixes."""
+    if src.name:
+        return src.name
+    if src.fasta.startswith("bundled:"):
+        return src.fasta.split(":", 1)[1]
+    name = Path(src.fasta).name
+    for suffix in (".gz", ".bgz"):
+        name = name.removesuffix(suffix)
+    for suffix in (".fasta", ".fa", ".fna", ".fas"):
+        name = name.removesuffix(suffix)
+    return name

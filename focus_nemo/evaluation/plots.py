@@ -1,0 +1,98 @@
+"""Figures of an evaluation (matplotlib, drawn off-screen): metric against position in the window and
+against context read so far (`profile_figure`), and against k (`k_figure`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from focus_nemo.evaluation.metrics import LABELS
+from focus_nemo.evaluation.sequences import PROFILE_METRICS
+
+
+def _style(method: str, k, ks: Sequence[int]):
+    import matplotlib
+
+    if method == "truncation":
+        return {"color": "black", "linestyle": ":", "label": "truncation (W)"}
+    cmap = matplotlib.colormaps["viridis"]
+    c = cmap(0.85 * ks.index(k) / max(1, len(ks) - 1)) if k in ks else "gray"
+    if method == "focus":
+        return {"color": c, "linestyle": "-", "label": f"FOCUS k={k}"}
+    return {"color": c, "linestyle": "--", "label": f"sliding, span of k={k}"}
+
+
+def profile_figure(profiles: dict, axis: str, ks: Sequence[int], window: int, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    sources = sorted({s for s, _, _ in profiles})
+    shown = ("abs_dp_true", "kl")
+    fig = Figure(figsize=(11, 3.6 * len(sources)), layout="constrained")
+    axes = fig.subplots(len(sources), len(shown), squeeze=False)
+    for r, source in enumerate(sources):
+        for c, metric in enumerate(shown):
+            ax = axes[r][c]
+            col = 1 + PROFILE_METRICS.index(metric)
+            for (src, k, method), prof in sorted(profiles.items(), key=lambda kv: (kv[0][2], kv[0][1] or 0)):
+                if src != source or method == "full":
+                    continue
+                table = prof.in_window if axis == "in_window" else prof.by_window
+                keep = table[:, 0] > 0
+                idx = np.nonzero(keep)[0]
+                if axis == "in_window":
+                    width = window / table.shape[0]
+                    xs = (idx + 0.5) * width
+                else:
+                    xs = (idx + 0.5) * window
+                ys = table[keep, col] / table[keep, 0]
+                ax.plot(xs, np.where(ys > 0, ys, np.nan), **_style(method, k, ks))
+            ax.set_yscale("log")
+            ax.set_ylabel(LABELS[metric])
+            ax.set_xlabel("position in window (bases)" if axis == "in_window"
+                          else "position in sequence = context read so far (bases)")
+            ax.set_title(source, fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=110)
+
+
+def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    rows = [s for s in summary if s["chrom_group"] == "all"]
+    sources = sorted({s["source"] for s in rows})
+    lengths = sorted({s["length"] for s in rows})
+    shown = ("bits_delta", "abs_dp_true", "kl")
+    fig = Figure(figsize=(14, 3.6 * len(sources)), layout="constrained")
+    axes = fig.subplots(len(sources), len(shown), squeeze=False)
+    markers = "osD^v<>"
+    for r, source in enumerate(sources):
+        for c, metric in enumerate(shown):
+            ax = axes[r][c]
+            for li, length in enumerate(lengths):
+                sel = [s for s in rows if s["source"] == source and s["length"] == length]
+                suffix = f", L={length:,}" if len(lengths) > 1 else ""
+                for method, ls, color in (("focus", "-", "tab:blue"), ("sliding", "--", "tab:orange")):
+                    pts = sorted((s["k"], s) for s in sel if s["method"] == method)
+                    if not pts:
+                        continue
+                    xs = [k for k, _ in pts]
+                    ys = np.array([s[f"{metric}_mean"] for _, s in pts])
+                    lo = np.array([s[f"{metric}_ci_low"] for _, s in pts])
+                    hi = np.array([s[f"{metric}_ci_high"] for _, s in pts])
+                    ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], linestyle=ls, color=color, marker=markers[li % 7],
+                                capsize=3, label=("FOCUS" if method == "focus" else "sliding window") + suffix)
+                for s in sel:
+                    if s["method"] == "truncation":
+                        ax.axhline(s[f"{metric}_mean"], color="black", linestyle=":",
+                                   label="truncation (W)" + suffix)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(list(ks), [str(k) for k in ks])
+            ax.set_xlabel("k (bases per Focus token)")
+            ax.set_ylabel(LABELS[metric])
+            ax.set_title(f"{source} (mean over sequences, 95% CI)", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.savefig(path, dpi=110)

@@ -1,0 +1,107 @@
+"""`evaluate(cfg)`: an evaluation run from its config to the files of its run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from focus_nemo.evaluation.config import EvalConfig, source_name
+from focus_nemo.evaluation.metrics import SEQUENCE_COLUMNS, SUMMARY_METRICS
+from focus_nemo.evaluation.plots import k_figure, profile_figure
+from focus_nemo.evaluation.report import (
+    PAIRED_METRICS,
+    paired_differences,
+    paired_markdown,
+    profile_rows,
+    summarize,
+    summary_markdown,
+    write_csv,
+)
+from focus_nemo.evaluation.sequences import PROFILE_METRICS, Profile, evaluate_sequence, sample_sequences
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the evaluation and write its outputs into ``cfg.run_dir``.
+
+    Files: ``config.json``; ``sequences.csv`` (one row per sequence, k and method, `SEQUENCE_COLUMNS`);
+    ``summary.csv`` and ``summary.md`` (per source, record group, length, k and method: mean, median,
+    std and 95% CI over sequences); ``paired.csv`` (FOCUS minus each baseline per sequence, the same
+    statistics; also in ``summary.md``); ``profile.csv`` (metric means per position-in-window bin and per
+    window index, pooled over sequences); ``run_info.json`` (machine, versions, seconds); with
+    ``plots``: ``shift_vs_position_in_window.png``, ``shift_vs_length.png`` and ``shift_vs_k.png``.
+
+    Returns:
+        {"summary": summary rows, "run_dir": path, "seconds": wall time}.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from focus_nemo.loading import load_focus_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    checkpoint = f"random:{cfg.model.preset}" if cfg.model.checkpoint == "random" else cfg.model.checkpoint
+    fm = load_focus_model(checkpoint, cfg.adapter, dtype=cfg.model.dtype, device=cfg.device, config=cfg.model.config)
+    window = cfg.window or fm.config.window
+    cfg.check_window(window)
+    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window}, indent=2))
+    sequences = sample_sequences(cfg)
+    log.info("evaluating %d sequences from %s at k=%s, W=%d", len(sequences),
+             ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window)
+    rows: list[dict] = []
+    profiles: dict[tuple, Profile] = {}
+    with Progress(TextColumn("[bold]evaluate[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as progress:
+        task = progress.add_task("evaluate", total=len(sequences), info="")
+        for seq in sequences:
+            seq_rows, seq_prof = evaluate_sequence(fm, seq, cfg.ks, window, cfg.methods, cfg.position_bins)
+            rows += seq_rows
+            for (k, method), prof in seq_prof.items():
+                key = (seq.source, k, method)
+                if key in profiles:
+                    profiles[key].add(prof)
+                else:
+                    profiles[key] = prof
+            progress.update(task, advance=1, info=seq.sequence_id)
+    summary = summarize(rows)
+    write_csv(run / "sequences.csv", rows, SEQUENCE_COLUMNS)
+    summary_cols = ["source", "chrom_group", "length", "k", "method", "attention_budget", "sequences", "positions"]
+    summary_cols += [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "median", "std", "ci_low", "ci_high")]
+    write_csv(run / "summary.csv", summary, summary_cols)
+    paired = paired_differences(rows)
+    write_csv(run / "paired.csv", paired, ["source", "length", "k", "comparison", "sequences"]
+              + [f"{m}_{s}" for m in PAIRED_METRICS for s in ("mean", "median", "std", "ci_low", "ci_high")])
+    (run / "summary.md").write_text(summary_markdown(summary) + "\n" + paired_markdown(paired))
+    prof_rows = profile_rows(profiles, window)
+    write_csv(run / "profile.csv", prof_rows, ["source", "k", "method", "axis", "bin", "start", "end", "positions",
+                                                *PROFILE_METRICS])
+    if cfg.plots:
+        profile_figure(profiles, "in_window", cfg.ks, window, run / "shift_vs_position_in_window.png")
+        profile_figure(profiles, "by_window", cfg.ks, window, run / "shift_vs_length.png")
+        k_figure(summary, cfg.ks, run / "shift_vs_k.png")
+    seconds = round(time.time() - t0, 1)
+    info = {"seconds": seconds, "sequences": len(sequences), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "processor": cpu_name(),
+            "python": platform.python_version(), "device": str(fm.focus_embedding.device)}
+    (run / "run_info.json").write_text(json.dumps(info, indent=2))
+    return {"summary": summary, "run_dir": str(run), "seconds": seconds}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
