@@ -19,14 +19,14 @@ def _load_gpu_check():
 
 def test_gpu_check_cpu_smoke(tmp_path):
     gpu_check = _load_gpu_check()
-    gpu_check.main(["--device", "cpu", "--preset", "tiny", "--budget-s", "30", "--skip-tests", "--out", str(tmp_path),
+    gpu_check.main(["--device", "cpu", "--preset", "tiny", "--budget-s", "120", "--skip-tests", "--out", str(tmp_path),
                     "--k", "16", "--window", "256", "--start-length", "512", "--max-length", "2048",
                     "--kv-max-length", "4096", "--kv-chunk", "256", "--kv-compute-share", "0",
                     "--train-windows", "2", "--train-repeats", "1"])
     result = json.loads((tmp_path / "gpu_check.json").read_text())
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU check: tiny shape")
     assert result["config"]["preset"] == "tiny" and result["config"]["dtype"] == "float32"
-    assert result["total_seconds"] <= 30
+    assert result["total_seconds"] <= 120  # the hard budget holds (the run itself takes a few seconds)
     s = result["sections"]
     assert s["tests"]["status"] == "skipped"
 
