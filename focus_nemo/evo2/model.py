@@ -370,7 +370,7 @@ def check_offset(offset) -> int:
     except TypeError:
         raise TypeError(f"offset: must be an integer, got {type(offset).__name__}") from None
     if not 0 <= offset < 2**62:
-        raise ValueError(f"offset: must be in [0, 2^62), got {offset}")
+        raise ValueError(f"offset: must be a non-negative integer below 2^62, got {offset}")
     return offset
 
 

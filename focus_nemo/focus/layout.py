@@ -25,7 +25,6 @@ Every token is described by four integers (a `Tokens` record of equal-length ten
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -58,13 +57,10 @@ class Tokens:
 
 def check_stream_offset(offset, window: int) -> int:
     """The absolute position a FOCUS stream starts at: a non-negative integer multiple of `window`."""
-    if isinstance(offset, bool):
-        raise TypeError("offset: must be an integer, got bool")
-    try:
-        offset = operator.index(offset)
-    except TypeError:
-        raise TypeError(f"offset: must be an integer, got {type(offset).__name__}") from None
-    if not 0 <= offset < 2**62 or offset % window:
+    from focus_nemo.evo2.model import check_offset
+
+    offset = check_offset(offset)
+    if offset % window:
         raise ValueError(f"offset: must be a non-negative multiple of the window ({window}) below 2^62, got {offset}")
     return offset
 
