@@ -16,6 +16,7 @@ same bases scored in 4,096-base pieces. Writes benchmarks/results/<name>.{json,m
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="long_context", help="results file name under benchmarks/results")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="results .json files of earlier runs with the same sequences to show beside these models")
     args = ap.parse_args()
     if not Path(args.fasta).is_file():
         raise SystemExit(f"{args.fasta}: not found (GRCh37 chr20, see ../shared/data/README.md); pass --fasta")
@@ -59,6 +62,14 @@ def main() -> None:
     cfg = PretrainConfig(fasta=args.fasta)
     seqs = heldout_sequences(cfg, args.sequences, args.length, args.seed)
     results = {}
+    same = ("fasta", "sequences", "length", "window", "short", "seed")
+    for earlier in args.merge:
+        old = json.loads(Path(earlier).read_text())
+        differ = [k for k in same if old.get(k) != getattr(args, k)]
+        if differ:
+            raise SystemExit(f"{earlier}: other settings ({', '.join(f'{k}={old.get(k)!r}' for k in differ)}), "
+                             "its sequences are not these")
+        results.update(old["results"])
     for path in args.models:
         t = time.time()
         res = long_context_evidence(load_evo2(path, dtype=torch.float32), seqs, args.window, args.short)
@@ -69,7 +80,7 @@ def main() -> None:
     payload = {"machine": machine(), "fasta": args.fasta, "heldout_range": list(cfg.heldout_range),
                "sequences": args.sequences, "length": args.length, "window": args.window, "short": args.short,
                "seed": args.seed, "threads": args.threads, "results": results}
-    names = [Path(p).name for p in args.models]
+    names = [Path(p).name for p in results]
     lines = [f"# Long-context use on held-out chr20 ({args.sequences} sequences of {args.length} bases, seed "
              f"{args.seed}, window {args.window})", "", "mean +- standard error over sequences", "",
              "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
