@@ -36,6 +36,12 @@ ROWS = [
 ]
 
 
+def model_label(path: str) -> str:
+    """A model's name in the results: its path relative to the repository when inside it."""
+    p, root = Path(path).resolve(), Path(__file__).resolve().parents[1]
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
 def main() -> None:
     import torch
 
@@ -69,12 +75,12 @@ def main() -> None:
         if differ:
             raise SystemExit(f"{earlier}: other settings ({', '.join(f'{k}={old.get(k)!r}' for k in differ)}), "
                              "its sequences are not these")
-        results.update(old["results"])
+        results.update({model_label(k): v for k, v in old["results"].items()})
     for path in args.models:
         t = time.time()
         res = long_context_evidence(load_evo2(path, dtype=torch.float32), seqs, args.window, args.short)
         res["seconds"] = round(time.time() - t, 1)
-        results[path] = res
+        results[model_label(path)] = res
         print(path, {k: res[k] for k in ("full_bits", "windows_alone_cost_nats", "attention_window_cost_nats",
                                          "short_minus_full_bits")}, flush=True)
     payload = {"machine": machine(), "fasta": args.fasta, "heldout_range": list(cfg.heldout_range),
