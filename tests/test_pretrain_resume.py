@@ -134,3 +134,35 @@ def test_init_from_refuses_shape_overrides(fasta, tmp_path):
     with pytest.raises(CheckpointError, match="ffn_hidden_size"):
         pretrain(config(fasta, tmp_path / "x", init_from=str(tmp_path / "src"),
                         model_overrides={"ffn_hidden_size": 96}))
+
+
+def test_sigterm_ends_the_run_with_a_saved_checkpoint(fasta, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = config(fasta, tmp_path, max_steps=100_000, save_every=100_000)
+    code = ("import sys, json; from focus_nemo.pretrain import PretrainConfig, pretrain; "
+            "cfg = PretrainConfig(**json.loads(sys.argv[1])); print(json.dumps(pretrain(cfg)['steps']))")
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "train_log.jsonl"
+    deadline = time.time() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 2):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, "no training steps within 120 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    steps = int(out.strip().splitlines()[-1])
+    assert steps >= 2
+    _, state = read_pretrain_checkpoint(cfg)
+    assert state["step"] == steps == len(log_records(tmp_path))
+    again = pretrain(dataclasses.replace(cfg, stop_at_step=steps + 1))
+    assert again["steps"] == steps + 1
+    assert [r["step"] for r in log_records(tmp_path)] == list(range(steps + 1))
