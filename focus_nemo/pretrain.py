@@ -4,12 +4,20 @@ The embedded default model lets the CPU demo and the fidelity tests use a model 
 DNA. It is trained from scratch with next-base cross-entropy on random windows of a chromosome,
 holding out a region for evaluation, and compared with an order-k Markov (k-mer) baseline fitted
 on the same training region.
+
+A run can start from an existing checkpoint of the same architecture (``init_from``: continued
+training, e.g. on longer samples) and resumes exactly from its own ``out_dir`` after being stopped or
+killed: ``<out_dir>/checkpoint`` holds the weights, the optimizer state, the step, the elapsed training
+time and every random stream, committed atomically every ``save_every`` steps, so a resumed run takes
+the same steps, bit for bit, as one that was never interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +54,23 @@ class PretrainConfig:
     threads: int = 0  # torch threads (0 = torch default)
     out_dir: str = "runs/pretrain"
     save_every: int = 100
+    # Start from this checkpoint directory (any format load_evo2 reads) instead of a random initialisation.
+    # The architecture is the checkpoint's (model_overrides may change non-shape fields such as the name);
+    # `preset` is then unused. Ignored when the run resumes from its own checkpoint.
+    init_from: str = ""
+    # Resume from <out_dir>/checkpoint when it holds a committed checkpoint (false: start over and replace it).
+    resume: bool = True
+    # End this session after this many steps in all (0: no limit) without changing the schedule, which
+    # max_steps and the time budget define; a later run with a larger value continues.
+    stop_at_step: int = 0
+    # Let the cosine decay also follow the time budget (it ends at whichever of max_steps and the budget
+    # runs out first). False: the schedule depends on the step alone, so the run is reproducible bit for bit.
+    lr_follows_time: bool = True
+    # After training, score this many seeded held-out sequences of long_context_len bases under full and
+    # truncated contexts (long_context_evidence) into metrics.json; 0 skips it.
+    long_context_sequences: int = 0
+    long_context_len: int = 16384
+    long_context_seed: int = 20
 
 
 class ChromWindows:
@@ -101,6 +126,138 @@ def markov_bits_per_base(train: np.ndarray, test: np.ndarray, order: int) -> flo
     return float(-np.log2(probs[tctx, tnxt]).mean())
 
 
+CHECKPOINT_FORMAT = "focus-nemo-pretrain-checkpoint/1"
+TRAINER_STATE = "trainer_state.pt"
+# Settings a run's trajectory depends on: resuming with any of them changed is refused. The others
+# (time_budget_s, max_steps, stop_at_step, save_every, evaluation, threads, out_dir, init_from) may change.
+RESUME_SETTINGS = ("fasta", "chrom", "train_range", "preset", "model_overrides", "seq_len", "batch_size", "lr",
+                   "min_lr", "warmup_steps", "weight_decay", "grad_clip", "max_n_fraction", "seed",
+                   "lr_follows_time")
+
+
+class PretrainResumeError(ValueError):
+    """A pretraining checkpoint cannot be resumed (unreadable, corrupt, or written with other settings)."""
+
+
+def _settings(cfg: PretrainConfig) -> dict:
+    d = json.loads(json.dumps(asdict(cfg)))
+    return {k: d[k] for k in RESUME_SETTINGS}
+
+
+def save_pretrain_checkpoint(model: Evo2Model, opt: torch.optim.Optimizer, step: int, elapsed_s: float,
+                             sampler: ChromWindows, cfg: PretrainConfig) -> Path:
+    """Commit the state after `step` optimizer steps to ``<out_dir>/checkpoint`` (a step directory with
+    the weights and ``trainer_state.pt``, then the commit record, written atomically); returns the directory."""
+    from focus_nemo.durable import durable_write
+    from focus_nemo.evo2.checkpoint import save_evo2
+    from focus_nemo.training.checkpoint import CHECKPOINT_DIR, commit_checkpoint, new_step_directory
+
+    ck = Path(cfg.out_dir) / CHECKPOINT_DIR
+    name = new_step_directory(ck, step)
+    target = ck / name
+    save_evo2(model, target)
+    state = {"step": step, "elapsed_s": float(elapsed_s), "optimizer": opt.state_dict(),
+             "torch_rng": torch.get_rng_state(), "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
+             "windows_skipped": sampler.skipped}
+    digest = durable_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
+    commit_checkpoint(ck, {"format": CHECKPOINT_FORMAT, "step": step, "directory": name,
+                            "trainer_state_sha256": digest, "settings": _settings(cfg)})
+    return target
+
+
+def read_pretrain_checkpoint(cfg: PretrainConfig) -> tuple[Path, dict] | None:
+    """The committed checkpoint of ``cfg.out_dir``: (step directory, trainer state), or None if there is none.
+
+    Raises:
+        PretrainResumeError: the record or trainer state is unreadable, fails its checksum, or was written
+            with other RESUME_SETTINGS; the message names the file or the setting.
+    """
+    import hashlib
+
+    from focus_nemo.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_RECORD
+
+    ck = Path(cfg.out_dir) / CHECKPOINT_DIR
+    record_path = ck / CHECKPOINT_RECORD
+    restart = f"to start over, delete {ck} or set resume=false"
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        name, digest, saved = str(record["directory"]), str(record["trainer_state_sha256"]), dict(record["settings"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise PretrainResumeError(f"{record_path}: unreadable checkpoint record ({type(e).__name__}: {e}); "
+                                  f"{restart}") from None
+    if record.get("format") != CHECKPOINT_FORMAT:
+        raise PretrainResumeError(f"{record_path}: format {record.get('format')!r}, expected "
+                                  f"{CHECKPOINT_FORMAT!r}; {restart}")
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise PretrainResumeError(f"{record_path}: directory {name!r} is not a step directory of {ck}; {restart}")
+    now = _settings(cfg)
+    changed = sorted(k for k in RESUME_SETTINGS if saved.get(k) != now[k])
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise PretrainResumeError(f"{record_path}: the checkpoint was written with other settings ({diff}); "
+                                  f"{restart}")
+    state_path = ck / name / TRAINER_STATE
+    try:
+        data = state_path.read_bytes()
+    except OSError as e:
+        raise PretrainResumeError(f"{state_path}: cannot read the trainer state ({e}); {restart}") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise PretrainResumeError(f"{state_path}: SHA-256 differs from the one in {record_path}; {restart}")
+    import io
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file
+        raise PretrainResumeError(f"{state_path}: unreadable trainer state ({type(e).__name__}: {e}); "
+                                  f"{restart}") from None
+    if int(state.get("step", -1)) != int(record.get("step", -2)):
+        raise PretrainResumeError(f"{state_path}: step {state.get('step')} differs from {record.get('step')} in "
+                                  f"{record_path}; {restart}")
+    return ck / name, state
+
+
+def _build_model(cfg: PretrainConfig) -> Evo2Model:
+    """A fresh model of the preset, or the weights of ``cfg.init_from`` (same architecture)."""
+    import dataclasses
+
+    from focus_nemo.evo2.checkpoint import CheckpointError, load_evo2
+
+    if not cfg.init_from:
+        model = Evo2Model(Evo2Config.preset(cfg.preset, **cfg.model_overrides))
+        model.reset_parameters(cfg.seed)
+        return model
+    model = load_evo2(cfg.init_from, dtype=torch.float32)
+    if cfg.model_overrides:
+        new = dataclasses.replace(model.config, **cfg.model_overrides)
+        if new.shape_hash() != model.config.shape_hash():
+            changed = sorted(k for k in cfg.model_overrides if getattr(new, k) != getattr(model.config, k))
+            raise CheckpointError(f"{cfg.init_from}: model_overrides change the architecture ({', '.join(changed)}); "
+                                  "init_from continues the checkpoint's architecture")
+        model.config = new
+    return model
+
+
+def _rewrite_log(path: Path, keep_below: int) -> None:
+    """Drop the records of steps >= `keep_below` (taken again after a resume) from the training log."""
+    from focus_nemo.durable import durable_write_bytes
+
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut by a kill is the last one; it is written again after the resume
+            continue
+        if int(rec["step"]) < keep_below:
+            kept.append(line)
+    durable_write_bytes(path, "".join(x + "\n" for x in kept).encode())
+
+
 @torch.no_grad()
 def heldout_bits(model: Evo2Model, windows: list[np.ndarray]) -> float:
     model.eval()
@@ -132,57 +289,191 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_sampler = ChromWindows(held_seq, cfg.eval_len + 1, cfg.max_n_fraction, np.random.default_rng(cfg.seed + 1))
     eval_windows = [eval_sampler.sample() for _ in range(cfg.eval_windows)]
 
-    t0 = time.time()
-    mcfg = Evo2Config.preset(cfg.preset, **cfg.model_overrides)
-    model = Evo2Model(mcfg)
-    model.reset_parameters(cfg.seed)
+    model = _build_model(cfg)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and ".filter." not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and ".filter." not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    start, elapsed0, saved_step = 0, 0.0, -1
+    resumed = read_pretrain_checkpoint(cfg) if cfg.resume else None
+    if resumed is not None:
+        from focus_nemo.evo2.checkpoint import load_evo2
+
+        where, state = resumed
+        saved = load_evo2(where, dtype=torch.float32)
+        if saved.config.shape_hash() != model.config.shape_hash():
+            raise PretrainResumeError(f"{where}: weights of another architecture than this run's model")
+        model.load_state_dict(saved.state_dict())
+        model.config = saved.config
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+        sampler.skipped = int(state["windows_skipped"])
+        start, elapsed0 = int(state["step"]), float(state["elapsed_s"])
+        saved_step = start
+        _rewrite_log(out / "train_log.jsonl", start)
+    elif not cfg.resume:
+        from focus_nemo.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_RECORD
+
+        (out / CHECKPOINT_DIR / CHECKPOINT_RECORD).unlink(missing_ok=True)  # never resumed into this run
+    t0 = time.time() - elapsed0  # training time of earlier sessions counts against the budget
 
     def lr_at(step):
         # Warm-up, then cosine decay over whichever runs out first: the steps or the time budget
         # (so a run cut short by its budget still anneals).
         if step < cfg.warmup_steps:
             return cfg.lr * (step + 1) / cfg.warmup_steps
-        frac = min(1.0, max((step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps),
-                            (time.time() - t0) / cfg.time_budget_s))
+        frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        if cfg.lr_follows_time:
+            frac = min(1.0, max(frac, (time.time() - t0) / cfg.time_budget_s))
         return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
+    # SIGTERM ends the run after the current step, which is then saved like the end of the budget.
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
     log = open(out / "train_log.jsonl", "a")
-    step = 0
-    for step in range(cfg.max_steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        raw = torch.from_numpy(np.stack([sampler.sample() for _ in range(cfg.batch_size)]).astype(np.int64))
-        tokens, wt = split_case(raw, 1.0)
-        loss = weighted_ce(model(tokens[:, :-1]), tokens[:, 1:], wt[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        rec = {"step": step, "loss_bits": float(loss.detach()) / math.log(2), "lr": lr_at(step),
-               "grad_norm": float(gn),
-               "elapsed_s": round(time.time() - t0, 1)}
-        if (step + 1) % cfg.save_every == 0:
-            rec["heldout_bits"] = heldout_bits(model, eval_windows[:4])
-            save_evo2(model, out)
-        log.write(json.dumps(rec) + "\n")
-        log.flush()
-        if time.time() - t0 > cfg.time_budget_s:
-            break
+    end = cfg.max_steps if not cfg.stop_at_step else min(cfg.max_steps, cfg.stop_at_step)
+    step, done = start - 1, start
+    try:
+        for step in range(start, end):
+            if time.time() - t0 > cfg.time_budget_s or stop.is_set():
+                break
+            lr = lr_at(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            raw = torch.from_numpy(np.stack([sampler.sample() for _ in range(cfg.batch_size)]).astype(np.int64))
+            tokens, wt = split_case(raw, 1.0)
+            loss = weighted_ce(model(tokens[:, :-1]), tokens[:, 1:], wt[:, 1:])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            done = step + 1
+            rec = {"step": step, "loss_bits": float(loss.detach()) / math.log(2), "lr": lr,
+                   "grad_norm": float(gn),
+                   "elapsed_s": round(time.time() - t0, 1)}
+            if done % cfg.save_every == 0:
+                rec["heldout_bits"] = heldout_bits(model, eval_windows[:4])
+                save_evo2(model, out)
+                save_pretrain_checkpoint(model, opt, done, time.time() - t0, sampler, cfg)
+                saved_step = done
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+    finally:
+        log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if done != saved_step:
+        save_pretrain_checkpoint(model, opt, done, time.time() - t0, sampler, cfg)
     save_evo2(model, out)
     metrics = {
-        "steps": step + 1,
-        "tokens_seen": (step + 1) * cfg.batch_size * cfg.seq_len,
+        "steps": done,
+        "tokens_seen": done * cfg.batch_size * cfg.seq_len,
         "train_time_s": round(time.time() - t0, 1),
         "heldout_bits_per_base": heldout_bits(model, eval_windows),
-        f"markov{cfg.markov_order}_bits_per_base": markov_bits_per_base(
-            train_seq, np.concatenate(eval_windows), cfg.markov_order),
         "windows_skipped_for_N": sampler.skipped,
         "params": model.num_parameters(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
+    if cfg.long_context_sequences:
+        metrics["long_context"] = long_context_evidence(
+            model, heldout_sequences(cfg, cfg.long_context_sequences, cfg.long_context_len, cfg.long_context_seed))
+    if cfg.markov_order:
+        metrics[f"markov{cfg.markov_order}_bits_per_base"] = markov_bits_per_base(
+            train_seq, np.concatenate(eval_windows), cfg.markov_order)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+# ------------------------------------------------------------------------------------ long-context evidence
+def _per_position_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits[0].float(), targets[0], reduction="none").double()
+
+
+def _mean_se(values: list[float]) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
+    return {"mean": float(a.mean()), "se": se}
+
+
+@torch.no_grad()
+def long_context_evidence(model: Evo2Model, sequences: list[np.ndarray], window: int = 1024,
+                          short_len: int = 4096) -> dict:
+    """How much a model uses context beyond one attention window and beyond `short_len` bases.
+
+    Each sequence holds L + 1 bases (L a multiple of `window` and of `short_len`); its L targets are scored
+    (A/C/G/T only) under four contexts:
+
+    - ``full``: the whole sequence in one pass;
+    - ``windows_alone``: each `window`-base piece run alone (attention and Hyena state start afresh);
+    - ``attention_window``: attention limited to the current `window`-base window while the Hyena blocks
+      read the whole sequence (FocusModel(...).forward(memory=False), no Focus memory);
+    - ``short``: each `short_len`-base piece run alone.
+
+    Costs are differences to ``full`` in nats per base over the positions after the first window (where the
+    contexts differ); bits per base compare ``full`` with ``short`` over all L targets and over the last
+    `short_len` targets (the same end positions at L and at `short_len` bases of context). Every figure is a
+    mean over sequences with its standard error; ``by_window`` gives the mean full-context nats per base and
+    the windows-alone cost of each window.
+    """
+    from focus_nemo.focus import FocusConfig, FocusModel, split_case
+
+    was_training = model.training
+    grads = [p.requires_grad for p in model.parameters()]
+    L = len(sequences[0]) - 1
+    if L % window or L % short_len or any(len(s) != L + 1 for s in sequences):
+        lengths = sorted({len(s) for s in sequences})
+        raise ValueError(f"long_context_evidence: sequences must all hold L + 1 bases with L a multiple of the "
+                         f"window {window} and of short_len {short_len} (got lengths {lengths})")
+    # k is unused without memory; the constructor also puts `model` in eval mode.
+    attn_only = FocusModel(model, FocusConfig(k=window, window=window)).eval()
+    per: dict[str, list[float]] = {k: [] for k in (
+        "full_bits", "full_bits_after_first_window", "windows_alone_cost_nats", "attention_window_cost_nats",
+        "short_bits", "short_minus_full_bits", "last_short_full_bits", "last_short_short_bits",
+        "last_short_short_minus_full_bits")}
+    by_window_full = np.zeros(L // window)
+    by_window_cost = np.zeros(L // window)
+    ln2 = math.log(2)
+    for seq in sequences:
+        raw = torch.from_numpy(seq.astype(np.int64))[None]
+        tokens, wt = split_case(raw, 1.0)
+        x, y, w = tokens[:, :-1], tokens[:, 1:], wt[0, 1:].double()
+        full = _per_position_nats(model(x), y)
+        alone = torch.cat([_per_position_nats(model(x[:, s: s + window]), y[:, s: s + window])
+                           for s in range(0, L, window)])
+        attn = _per_position_nats(attn_only(x, memory=False), y)
+        short = torch.cat([_per_position_nats(model(x[:, s: s + short_len]), y[:, s: s + short_len])
+                           for s in range(0, L, short_len)])
+
+        def mean(v, lo=0, hi=L, w=w):
+            return float((v[lo:hi] * w[lo:hi]).sum() / w[lo:hi].sum())
+
+        per["full_bits"].append(mean(full) / ln2)
+        per["full_bits_after_first_window"].append(mean(full, window) / ln2)
+        per["windows_alone_cost_nats"].append(mean(alone - full, window))
+        per["attention_window_cost_nats"].append(mean(attn - full, window))
+        per["short_bits"].append(mean(short) / ln2)
+        per["short_minus_full_bits"].append(mean(short - full) / ln2)
+        per["last_short_full_bits"].append(mean(full, L - short_len) / ln2)
+        per["last_short_short_bits"].append(mean(short, L - short_len) / ln2)
+        per["last_short_short_minus_full_bits"].append(mean(short - full, L - short_len) / ln2)
+        for j in range(L // window):
+            by_window_full[j] += mean(full, j * window, (j + 1) * window) / len(sequences)
+            by_window_cost[j] += mean(alone - full, j * window, (j + 1) * window) / len(sequences)
+    model.train(was_training)
+    for p, g in zip(model.parameters(), grads, strict=True):  # FocusModel froze the base
+        p.requires_grad_(g)
+    return {"sequences": len(sequences), "length": L, "window": window, "short_len": short_len,
+            **{k: _mean_se(v) for k, v in per.items()},
+            "by_window": {"full_nats": [round(float(v), 5) for v in by_window_full],
+                          "windows_alone_cost_nats": [round(float(v), 5) for v in by_window_cost]}}
+
+
+def heldout_sequences(cfg: PretrainConfig, n: int, length: int, seed: int) -> list[np.ndarray]:
+    """`n` random held-out windows of `length` + 1 bases with at most ``cfg.max_n_fraction`` N (seeded)."""
+    held = read_region(cfg.fasta, cfg.chrom, *cfg.heldout_range)
+    sampler = ChromWindows(held, length + 1, cfg.max_n_fraction, np.random.default_rng(seed))
+    return [sampler.sample().copy() for _ in range(n)]
