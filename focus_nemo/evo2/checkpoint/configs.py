@@ -18,6 +18,7 @@ from focus_nemo.evo2.checkpoint.common import (
     CheckpointError,
     Converted,
     base_from_inv_freq,
+    check_state_dict,
 )
 from focus_nemo.evo2.config import LEGACY_NORM_FORM, PRESETS, Evo2Config
 from focus_nemo.evo2.ops import rotary_inv_freq
@@ -205,3 +206,12 @@ def resolve_config(conv: Converted, config: Evo2Config | None) -> Evo2Config:
     except KeyError as e:
         raise CheckpointError(f"cannot infer the config: missing tensor {e}; pass an explicit Evo2Config") from None
     return Evo2Config.from_dict({**cfg.to_dict(), "extra": {**cfg.extra, "source_format": conv.fmt, "inferred": True}})
+
+
+def finish_conversion(conv: Converted, config: Evo2Config | None) -> Evo2Config:
+    """The config of a converted checkpoint (`resolve_config`), its rotary tables checked against it and
+    its tensors against the model's shapes; returns the config."""
+    cfg = resolve_config(conv, config)
+    check_rotary(conv, cfg)
+    check_state_dict(conv.state_dict, cfg, origin=conv.origin)
+    return cfg

@@ -23,10 +23,9 @@ from focus_nemo.evo2.checkpoint.common import (
     CheckpointError,
     Converted,
     Source,
-    check_state_dict,
     corrupt_file_error,
 )
-from focus_nemo.evo2.checkpoint.configs import check_rotary, resolve_config
+from focus_nemo.evo2.checkpoint.configs import finish_conversion
 from focus_nemo.evo2.checkpoint.ours import config_from_json, config_from_metadata
 from focus_nemo.evo2.checkpoint.savanna import convert_savanna
 from focus_nemo.evo2.checkpoint.vortex import PART_RE, convert_vortex, parts_of
@@ -97,9 +96,7 @@ def read_checkpoint(
     """
     config = Evo2Config.resolve(config)
     conv = _read_path(Path(path), config, strict)
-    cfg = resolve_config(conv, config)
-    check_rotary(conv, cfg)
-    check_state_dict(conv.state_dict, cfg, origin=conv.origin)
+    cfg = finish_conversion(conv, config)
     return conv.state_dict, cfg, conv.fmt
 
 

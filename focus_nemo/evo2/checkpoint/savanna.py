@@ -13,14 +13,13 @@ from focus_nemo.evo2.checkpoint.common import (
     CheckpointError,
     Converted,
     Source,
-    check_state_dict,
     check_tied,
     drop_extra_state,
     head_dim_from_tables,
     qkv_from_megatron,
     taps_2d,
 )
-from focus_nemo.evo2.checkpoint.configs import check_rotary, resolve_config
+from focus_nemo.evo2.checkpoint.configs import finish_conversion
 from focus_nemo.evo2.config import Evo2Config
 
 
@@ -29,9 +28,7 @@ def convert_savanna_state_dict(
 ) -> tuple[dict[str, torch.Tensor], Evo2Config]:
     """Convert an in-memory savanna ``module`` state dict to ours; returns (state dict, config)."""
     conv = convert_savanna(state_dict, config, strict, "savanna state dict")
-    cfg = resolve_config(conv, config)
-    check_rotary(conv, cfg)
-    check_state_dict(conv.state_dict, cfg, origin=conv.origin)
+    cfg = finish_conversion(conv, config)
     return conv.state_dict, cfg
 
 

@@ -28,7 +28,7 @@ from focus_nemo.evo2.checkpoint.common import (
     squeeze_last,
     taps_2d,
 )
-from focus_nemo.evo2.checkpoint.configs import check_rotary, resolve_config
+from focus_nemo.evo2.checkpoint.configs import finish_conversion
 from focus_nemo.evo2.config import Evo2Config, config_to_arc_yaml
 from focus_nemo.evo2.model import Evo2Model
 from focus_nemo.evo2.ops import rotary_inv_freq
@@ -41,9 +41,7 @@ def convert_vortex_state_dict(
 ) -> tuple[dict[str, torch.Tensor], Evo2Config]:
     """Convert an in-memory vortex state dict (meta tensors allowed) to ours; returns (state dict, config)."""
     conv = convert_vortex(state_dict, config, strict, "vortex state dict")
-    cfg = resolve_config(conv, config)
-    check_rotary(conv, cfg)
-    check_state_dict(conv.state_dict, cfg, origin=conv.origin)
+    cfg = finish_conversion(conv, config)
     return conv.state_dict, cfg
 
 
