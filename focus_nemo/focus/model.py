@@ -25,6 +25,7 @@ streaming drops the oldest window's entries from each block's memory once it hol
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -68,9 +69,11 @@ class FocusState:
                 "window": sum(c.nbytes() for c in self.window_kv.values())}
 
 
+@functools.lru_cache(maxsize=32)
 def _window_masks(k: int, window: int, scope: str, device) -> tuple[torch.Tensor, torch.Tensor]:
     """What the Focus queries of a complete window see of its own bases [m, W] and of its own Focus
-    tokens [m, m] (DESIGN D3); the same for every window, so computed from window 0."""
+    tokens [m, m] (DESIGN D3); the same for every window, so computed once from window 0 and cached
+    (streaming asks at every window; the masks are read, never written)."""
     f = focus_tokens([0], k, window, device)
     return visible(f, ordinary_tokens(0, window, k, window, device), scope), visible(f, f, scope)
 
