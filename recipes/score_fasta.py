@@ -38,11 +38,13 @@ def main(argv=None) -> None:
     def command():
         with contextlib.ExitStack() as stack:
             if a.tensor_parallel is None:
-                fm, k, window = load_scoring_model(*model, cli.default_device(a.device), config=a.config)
+                fm, k, window = load_scoring_model(*model, cli.default_device(a.device), config=a.config,
+                                                   horizon=a.horizon)
             else:
                 from focus_nemo.nemo.scoring import tp_scoring_model
 
-                fm, k, window = stack.enter_context(tp_scoring_model(a.tensor_parallel, a.device, a.config, *model))
+                fm, k, window = stack.enter_context(tp_scoring_model(a.tensor_parallel, a.device, a.config, *model,
+                                                                     horizon=a.horizon))
             return score_fasta(a.fasta, a.out, fm, records=a.records, k=k, window=window, formats=a.format,
                                chunk_size=a.chunk_size, resume=a.resume, progress=not a.no_progress and rank == 0,
                                info={"fasta": a.fasta, "checkpoint": a.checkpoint, "adapter": a.adapter},

@@ -41,7 +41,7 @@ def main(argv=None) -> None:
 
     def command():
         fm, k, window = load_scoring_model(a.checkpoint, cli.adapter_argument(a.adapter), a.k, a.window, a.dtype,
-                                           cli.default_device(a.device), config=a.config)
+                                           cli.default_device(a.device), config=a.config, horizon=a.horizon)
         return score_variants(a.variants, a.fasta, a.out, fm, flank=a.flank, k=k, window=window,
                               chunk_size=a.chunk_size, on_ref_mismatch=on_ref_mismatch, on_unsupported=on_unsupported,
                               overwrite=a.overwrite, progress=not a.no_progress, allow_empty=a.allow_empty)

@@ -383,3 +383,41 @@ def test_run_that_scores_nothing_is_an_error_unless_allowed(fm, tmp_path):
     assert "nothing was scored" in str(e.value.code)
     with pytest.warns(FastaWarning):
         cli.main([*args, "--out", str(tmp_path / "cli_allowed"), "--allow-empty"])
+
+
+def test_horizon_option_bounds_memory_and_is_recorded(tmp_path, capsys):
+    """--horizon: auto is the base's trained context, none the unbounded memory, bases a bounded one;
+    scores equal the one-pass forward with that horizon, the manifest records it, a resume with
+    another horizon is refused and a bad value names the option."""
+    seq = random_dna(200, 7)
+    fasta = write_fasta(tmp_path / "h.fa", {"chrH": seq})
+    cli = load_recipe("score_fasta")
+    args = ["--fasta", str(fasta), "--checkpoint", "random:tiny", "--adapter", "none", "--k", "4", "--window", "16",
+            "--no-progress"]
+    cli.main([*args, "--out", str(tmp_path / "h32"), "--horizon", "32"])
+    cli.main([*args, "--out", str(tmp_path / "none"), "--horizon", "none"])
+    cli.main([*args, "--out", str(tmp_path / "auto")])
+    from focus_nemo.scoring import load_scoring_model
+
+    fm, k, window = load_scoring_model("random:tiny", None, k=4, window=16, horizon=32)
+    assert fm.config.horizon == 32
+    bounded = load_scores(tmp_path / "h32" / "chrH.npz")[0]
+    np.testing.assert_allclose(bounded, reference_scores(fm, seq), atol=2e-5, equal_nan=True)
+    unbounded = load_scores(tmp_path / "none" / "chrH.npz")[0]
+    assert np.nanmax(np.abs(bounded - unbounded)) > 1e-4  # 200 bases > horizon + W: the horizon changes scores
+    np.testing.assert_array_equal(load_scores(tmp_path / "auto" / "chrH.npz")[0], unbounded)  # trained context >> 200
+    manifests = {d: json.loads((tmp_path / d / "manifest.json").read_text())["settings"]
+                 for d in ("h32", "none", "auto")}
+    assert manifests["h32"]["horizon"] == 32 and "horizon" not in manifests["none"]
+    fm_auto, _, _ = load_scoring_model("random:tiny", None, k=4, window=16, horizon="auto")
+    assert manifests["auto"]["horizon"] == fm_auto.config.horizon == fm_auto.base.config.max_seqlen // 16 * 16 - 16
+    with pytest.raises(SystemExit) as e:
+        cli.main([*args, "--out", str(tmp_path / "h32"), "--horizon", "48", "--resume"])
+    assert "horizon" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        cli.main([*args, "--out", str(tmp_path / "bad"), "--horizon", "24"])
+    assert "FocusConfig.horizon: 24 is not a multiple of the window 16" in str(e.value.code)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main([*args, "--out", str(tmp_path / "bad2"), "--horizon", "far"])
+    assert "--horizon: horizon: expected none, auto or a number of bases, got 'far'" in capsys.readouterr().err

@@ -38,10 +38,13 @@ from focus_nemo.evo2.ops import (
     attend_past_and_chunk,
     causal_fir,
     modal_iir,
+    modal_powers,
     rotary_cos_sin,
     sliding_window_attention,
 )
 from focus_nemo.evo2.tokenizer import check_tokens
+
+POWERS_CACHE = 1 << 22  # elements of one kept `modal_powers` table (16 MiB); larger tables are recomputed per chunk
 
 # Parameters that stay fp32 when the model is put in a 16-bit dtype (DESIGN D10), as Arc's inference code keeps
 # them: the modal poles set decay rates over up to 1M steps, where a bf16 rounding of log_poles (relative error
@@ -155,6 +158,19 @@ class HyenaFilter(nn.Module):
                                 / math.sqrt(cfg.state_size))
             self.D.uniform_(-0.1, 0.1, generator=generator)
 
+    def _powers(self, lp: torch.Tensor, length: int) -> torch.Tensor | None:
+        """`modal_powers` of the (frozen) poles for chunks of `length`, kept for the few chunk lengths a
+        stream repeats; None (computed inside `modal_iir`) while the poles train or when the table is large."""
+        if (self.log_poles.requires_grad and torch.is_grad_enabled()) or lp.numel() * (length + 1) > POWERS_CACHE:
+            return None
+        key = (length, self.log_poles._version, self.log_poles.data_ptr(), lp.device, lp.dtype)
+        cache = self.__dict__.setdefault("_powers_cache", {})
+        if key not in cache:
+            if len(cache) >= 4:
+                cache.clear()
+            cache[key] = modal_powers(lp, length)
+        return cache[key]
+
     def _expand(self, t: torch.Tensor) -> torch.Tensor:
         return t.repeat_interleave(self.group_dim, dim=0) if self.group_dim > 1 else t
 
@@ -177,7 +193,8 @@ class HyenaFilter(nn.Module):
             y, tail = causal_fir(z, taps, None if state is None else state["fir"])
             return y + self.D[:, None].to(z.dtype) * z, ({"fir": tail} if need_state else None)
         lp, r = self._expand(self.log_poles.clamp(max=0.0)), self._expand(self.residues)
-        y, s = modal_iir(z, lp, r, None if state is None else state["modal"], need_state)
+        y, s = modal_iir(z, lp, r, None if state is None else state["modal"], need_state,
+                         powers=self._powers(lp, z.shape[-1]))
         y = (y + self.D[:, None].float() * z.float()).to(z.dtype)
         return y, ({"modal": s} if need_state else None)
 

@@ -60,20 +60,6 @@ def causal_fir(u: torch.Tensor, taps: torch.Tensor, tail: torch.Tensor | None) -
     return y, new_tail.to(tail_dtype).contiguous()
 
 
-def modal_filter(log_poles: torch.Tensor, residues: torch.Tensor, length: int) -> torch.Tensor:
-    """Impulse response h[d, t] = sum_n residues[d, n] * exp(log_poles[d, n] * t), t < length (fp32).
-
-    Loops over the modal order so that memory stays O(D * length).
-    """
-    t = torch.arange(length, device=log_poles.device, dtype=torch.float32)
-    lp = log_poles.float()
-    r = residues.float()
-    h = torch.zeros(lp.shape[0], length, device=lp.device, dtype=torch.float32)
-    for n in range(lp.shape[1]):
-        h.addcmul_(r[:, n: n + 1], torch.exp(lp[:, n: n + 1] * t))
-    return h
-
-
 def fft_causal_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """Causal convolution y[t] = sum_{j<=t} h[:, j] u[:, t-j] of u [B, C, L] with h [C, L] (fp32)."""
     L = u.shape[-1]
@@ -82,12 +68,20 @@ def fft_causal_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return y[..., :L]
 
 
+def modal_powers(log_poles: torch.Tensor, length: int) -> torch.Tensor:
+    """a_n^j = exp(log_poles[d, n] * j) for j = 0..length: [N, D, length + 1] fp32, the only transcendental
+    work of `modal_iir` over a chunk of `length` (callers that stream fixed-length chunks may keep it)."""
+    j = torch.arange(length + 1, device=log_poles.device, dtype=torch.float32)
+    return torch.exp(log_poles.float().t().unsqueeze(-1) * j)
+
+
 def modal_iir(
     u: torch.Tensor,
     log_poles: torch.Tensor,
     residues: torch.Tensor,
     state: torch.Tensor | None,
     need_state: bool = True,
+    powers: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The long implicit filter as a linear recurrence over a chunk, with carried modal state.
 
@@ -95,37 +89,44 @@ def modal_iir(
         y_t   = (h * u)_t + sum_n residues_n * a_n^(t+1) * s0_n
         s_new = a^L * s0 + sum_tau a^(L-1-tau) * u_tau
     where s0 is the state left by the previous chunk (zeros at the start). FFT convolution makes
-    the chunk O(L log L); the state has D * order entries whatever the length read so far.
+    the chunk O(L log L); the state has D * order entries whatever the length read so far. The
+    impulse response, the state's decay and the new state all read the powers a_n^j, j = 0..L,
+    computed once per mode (or passed in as `modal_powers(log_poles, L)`).
 
     Args:
         u: filter input [B, D, L] (any float dtype; computed in fp32).
         log_poles, residues: [D, N].
         state: [B, D, N] fp32 or None.
         need_state: compute the new state (skip for a one-shot full forward).
+        powers: optional `modal_powers(log_poles, L)` [N, D, L + 1].
 
     Returns:
         (y [B, D, L] fp32, new state [B, D, N] fp32 or None).
     """
     B, D, L = u.shape
     uf = u.float()
-    y = fft_causal_conv(uf, modal_filter(log_poles, residues, L))
     lp = log_poles.float()
     r = residues.float()
-    t = torch.arange(L, device=u.device, dtype=torch.float32)
-    if state is not None:
-        for n in range(lp.shape[1]):
-            decay = torch.exp(lp[:, n: n + 1] * (t + 1))  # [D, L]
-            y.addcmul_(decay, (r[:, n] * state[:, :, n]).unsqueeze(-1))
-    new_state = None
-    if need_state:
-        new_state = torch.empty(B, D, lp.shape[1], device=u.device, dtype=torch.float32)
-        rev = (L - 1) - t
-        for n in range(lp.shape[1]):
-            w = torch.exp(lp[:, n: n + 1] * rev)  # [D, L]
-            s = (uf * w).sum(-1)
+    N = lp.shape[1]
+    if powers is not None and tuple(powers.shape) != (N, D, L + 1):
+        raise ValueError(f"modal_iir: powers must be [{N}, {D}, {L + 1}], got {tuple(powers.shape)}")
+    j = torch.arange(L + 1, device=u.device, dtype=torch.float32)
+    h = torch.zeros(D, L, device=u.device, dtype=torch.float32)
+    carry = None if state is None else torch.zeros(B, D, L, device=u.device, dtype=torch.float32)
+    new_state = torch.empty(B, D, N, device=u.device, dtype=torch.float32) if need_state else None
+    for n in range(N):
+        a = powers[n] if powers is not None else torch.exp(lp[:, n: n + 1] * j)  # [D, L + 1]: a_n^j
+        h.addcmul_(r[:, n: n + 1], a[:, :L])
+        if state is not None:
+            carry.addcmul_(a[:, 1:], (r[:, n] * state[:, :, n]).unsqueeze(-1))
+        if need_state:
+            s = (uf * a[:, :L].flip(-1)).sum(-1)
             if state is not None:
-                s = s + torch.exp(lp[:, n] * L) * state[:, :, n]
+                s = s + a[:, L] * state[:, :, n]
             new_state[:, :, n] = s
+    y = fft_causal_conv(uf, h)
+    if carry is not None:
+        y = y + carry
     return y, new_state
 
 

@@ -126,6 +126,32 @@ def check_horizon(horizon, window: int, allow_auto: bool = False) -> None:
         raise ValueError(f"FocusConfig.horizon: {horizon} is not a multiple of the window {window}")
 
 
+def parse_horizon(text: str) -> int | str | None:
+    """The command-line form of `FocusConfig.horizon`: ``none`` (unbounded memory), ``auto`` (the base
+    model's trained context, `default_horizon`) or a number of bases (a multiple of the window)."""
+    low = str(text).strip().lower()
+    if low in ("none", "unbounded"):
+        return None
+    if low == AUTO:
+        return AUTO
+    try:
+        value = int(low)
+    except ValueError:
+        raise ValueError(f"horizon: expected none, auto or a number of bases, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"horizon: must be a positive number of bases, got {text!r}")
+    return value
+
+
+def horizon_for(horizon, evo2_config, window: int) -> int | None:
+    """`horizon` (None, ``"auto"`` or bases) checked against `window`, with ``"auto"`` resolved to
+    `default_horizon` of `evo2_config` at that window."""
+    if horizon == AUTO:
+        return default_horizon(evo2_config, window)
+    check_horizon(horizon, window)
+    return horizon
+
+
 def default_horizon(evo2_config, window: int) -> int:
     """The horizon that keeps FOCUS inside the base model's trained context (``Evo2Config.max_seqlen``).
 

@@ -104,14 +104,15 @@ def _broadcast(obj):
 
 
 def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
-                          window: int | None = None, dtype: str = "float32", tensor_parallel: int | None = None):
+                          window: int | None = None, dtype: str = "float32", tensor_parallel: int | None = None,
+                          horizon: int | str | None = None):
     """A `NemoFocusModel` holding this rank's shards, and the (k, W) to stream with (collective).
 
     Args:
         checkpoint: ``embedded``, ``random:<preset>`` (weights from seed `RANDOM_SEED`) or a base checkpoint path.
         adapter: ``embedded``, an adapter directory, or None (untrained: Focus projections copied from the base,
             with `FocusConfig`'s k and W unless given).
-        k, window: as in `focus_nemo.scoring.load_scoring_model`.
+        k, window, horizon: as in `focus_nemo.scoring.load_scoring_model`.
         dtype: weight dtype (float32, bfloat16, float16).
         tensor_parallel: expected TP size (checked against WORLD_SIZE); None takes the world size.
 
@@ -120,7 +121,7 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
         the CPU, and carries ``base_fingerprint`` (see the module docstring).
     """
     from focus_nemo.loading import embedded_adapter_dir, parse_dtype
-    from focus_nemo.scoring.model import scoring_ratio, untrained_focus_config
+    from focus_nemo.scoring.model import scoring_ratio, set_scoring_horizon, untrained_focus_config
 
     if tensor_parallel is not None:
         check_world_size(tensor_parallel)
@@ -165,6 +166,7 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
     fm.evo2_config = cfg
     fm.eval()
     k, window = scoring_ratio(fm, adapter, k, window)
+    set_scoring_horizon(fm, horizon, cfg, window)
     if rank == 0:
         logger.info("tensor-parallel scoring model: %s base, TP=%d, k=%d, W=%d, %s", cfg.name, tp, k, window,
                     str(dt).removeprefix("torch."))

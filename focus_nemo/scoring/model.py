@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 
-from focus_nemo.focus.config import check_k_window
+from focus_nemo.focus.config import AUTO, check_k_window, horizon_for, parse_horizon
 from focus_nemo.scoring.stream import DEFAULT_CHUNK, SCORE_DEFINITION, UNITS
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def model_settings(fm, k: int, window: int) -> dict:
         "k": k,
         "window": window,
         "scope": fm.config.scope,
+        **({} if fm.config.horizon is None else {"horizon": fm.config.horizon}),
         "dtype": str(p.dtype).removeprefix("torch."),
     }
 
@@ -68,27 +69,48 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
     parser.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
     parser.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
+    parser.add_argument("--horizon", type=_horizon_type(), default=AUTO,
+                        help="bases of Focus memory each window sees: auto (the base model's trained context), "
+                        "none (unbounded, the paper's scheme) or a multiple of the window")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _horizon_type():
+    from focus_nemo import cli
+
+    return cli.checked(parse_horizon)
+
+
 def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
                        window: int | None = None, dtype: str = "float32", device: str = "cpu",
-                       config: str | None = None):
+                       config: str | None = None, horizon: int | str | None = None):
     """A FocusModel for scoring and the (k, W) to stream with.
 
     With an adapter, k and W default to the adapter's; without one (`adapter=None`: Focus projections
     copied from the base) they default to `FocusConfig`'s. A k the adapter was not trained with is
-    allowed (the ratio is a run-time choice) but logged.
+    allowed (the ratio is a run-time choice) but logged. `horizon` (None: unbounded, ``"auto"``: the
+    base's trained context, or bases) bounds the Focus memory (`set_scoring_horizon`).
     """
     from focus_nemo.loading import load_focus_model
 
     focus = untrained_focus_config(k, window) if adapter is None else None
     fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus, config=config)
     k, window = scoring_ratio(fm, adapter, k, window)
+    set_scoring_horizon(fm, horizon, fm.base.config, window)
     return fm, k, window
+
+
+def set_scoring_horizon(fm, horizon, evo2_config, window: int) -> None:
+    """Give `fm` the Focus horizon to stream with (`FocusConfig.horizon`; not a trained setting, so
+    it replaces the adapter's): None, ``"auto"`` (`default_horizon` of `evo2_config` at `window`) or bases."""
+    import copy
+
+    config = copy.copy(fm.config)
+    config.horizon = horizon_for(horizon, evo2_config, window)
+    fm.config = config
 
 
 def untrained_focus_config(k: int | None, window: int | None):

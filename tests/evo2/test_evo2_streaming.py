@@ -7,7 +7,8 @@ import torch
 from conftest import dna_tokens, stressed_model
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
-from focus_nemo.evo2.ops import causal_fir, modal_iir
+from focus_nemo.evo2.model import HyenaFilter
+from focus_nemo.evo2.ops import causal_fir, modal_iir, modal_powers
 
 
 def run_chunks(model, tokens, sizes):
@@ -77,6 +78,39 @@ def test_modal_iir_matches_explicit_recurrence():
     y2, s2 = modal_iir(u[..., 17:], lp, r, s1)
     assert torch.allclose(torch.cat([y1, y2], -1), y, atol=1e-4)
     assert torch.allclose(s2, s, atol=1e-4)
+
+
+def test_modal_iir_with_given_powers_is_the_same_filter():
+    g = torch.Generator().manual_seed(1)
+    D, N, L = 5, 3, 40
+    lp, r = -torch.rand(D, N, generator=g) * 0.3, torch.randn(D, N, generator=g)
+    u, s0 = torch.randn(2, D, L, generator=g), torch.randn(2, D, N, generator=g)
+    y, s = modal_iir(u, lp, r, s0)
+    yp, sp = modal_iir(u, lp, r, s0, powers=modal_powers(lp, L))
+    assert torch.equal(y, yp) and torch.equal(s, sp)
+    with pytest.raises(ValueError, match=r"powers must be \[3, 5, 41\]"):
+        modal_iir(u, lp, r, s0, powers=modal_powers(lp, L - 1))
+
+
+def test_streaming_keeps_pole_powers_only_while_the_poles_are_unchanged(tiny_model):
+    """Chunks of a repeated length reuse the filter's pole powers; an in-place change of the poles
+    (an optimizer step) is seen by the next chunk, and training poles are never served from the cache."""
+    model = stressed_model("SDH*", seed=4)
+    tokens = dna_tokens(1, 96, seed=5)
+    with torch.no_grad():
+        st = model.init_state(1)
+        a, st = model.forward_chunk(tokens[:, :48], st)
+        b, st = model.forward_chunk(tokens[:, 48:], st)  # same length: cached powers
+        assert torch.allclose(torch.cat([a, b], 1), model(tokens), atol=1e-4)
+        flt = next(m for m in model.modules() if isinstance(m, HyenaFilter) and m.kind == "H")
+        assert any(key[0] == 48 for key in flt._powers_cache)
+        flt.log_poles.mul_(2.0)  # in place, as an optimizer updates it
+        st = model.init_state(1)
+        a, st = model.forward_chunk(tokens[:, :48], st)
+        b, st = model.forward_chunk(tokens[:, 48:], st)
+        assert torch.allclose(torch.cat([a, b], 1), model(tokens), atol=1e-4)
+    flt.log_poles.requires_grad_(True)
+    assert flt._powers(flt.log_poles.detach(), 48) is None
 
 
 def test_hyena_state_size_is_constant_and_kv_grows(tiny_model):
