@@ -421,3 +421,30 @@ def test_horizon_option_bounds_memory_and_is_recorded(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main([*args, "--out", str(tmp_path / "bad2"), "--horizon", "far"])
     assert "--horizon: horizon: expected none, auto or a number of bases, got 'far'" in capsys.readouterr().err
+
+
+def test_progress_in_a_batch_log_is_a_line_per_interval(caplog):
+    """Off a terminal the progress is logged: a line per interval and per finished record, with the
+    position, the rate of the interval and overall, memory and time left."""
+    import logging
+
+    from focus_nemo.scoring.outputs import LogProgress, progress_bar
+
+    assert isinstance(progress_bar(True, interactive=False), LogProgress)
+    assert not isinstance(progress_bar(True, interactive=True), LogProgress)
+    now = [0.0]
+    with caplog.at_level(logging.INFO, logger="focus_nemo.scoring"), \
+            LogProgress(every_s=60, clock=lambda: now[0]) as bar:
+        task = bar.add_task("scoring", total=1000)
+        bar.update(task, description="chrA")
+        for _ in range(4):  # 100 bases every 30 s: a line at 60 s and at 120 s
+            now[0] += 30
+            bar.advance(task, 100)
+        bar.update(task, description="chrB")  # chrA's last bases (none since the last line): no line
+        now[0] += 10
+        bar.advance(task, 200)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("chrA: 200/1,000 bases (20.0%), 3 bases/s (overall 3), RSS ")
+    assert lines[1].startswith("chrA: 400/1,000 bases (40.0%), 3 bases/s")
+    assert lines[2].startswith("chrB: 600/1,000 bases (60.0%), 20 bases/s (overall 5)") and "min left" in lines[2]
+    assert len(lines) == 3

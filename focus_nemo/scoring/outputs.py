@@ -220,7 +220,15 @@ def locked(out: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def progress_bar(enabled: bool, unit: str = "bases"):
+def progress_bar(enabled: bool, unit: str = "bases", interactive: bool | None = None, every_s: float = 60.0):
+    """Progress of a scoring run: a rich bar on a terminal; elsewhere (a batch job's log) a `LogProgress`
+    line every `every_s` seconds. `interactive` None: whether stderr is a terminal."""
+    import sys
+
+    if interactive is None:
+        interactive = sys.stderr.isatty()
+    if enabled and not interactive:
+        return LogProgress(unit, every_s)
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
 
@@ -232,6 +240,70 @@ def progress_bar(enabled: bool, unit: str = "bases"):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                     TextColumn("{task.completed:,.0f}/{task.total:,.0f}"), Rate(), TimeElapsedColumn(),
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled)
+
+
+def resident_mib() -> tuple[float, float]:
+    """(current, peak) resident memory of this process in MiB (Linux ``/proc``; NaN elsewhere)."""
+    now = peak = float("nan")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                now = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return now, peak
+
+
+class LogProgress:
+    """The progress bar's interface (`add_task`, `update`, `advance`) for non-interactive runs: every
+    `every_s` seconds and at each record's end, one INFO line with the position, the rate over the last
+    interval and overall, the resident and peak memory and the time left."""
+
+    def __init__(self, unit: str = "bases", every_s: float = 60.0, clock=None) -> None:
+        import time
+
+        self.unit, self.every_s, self.clock = unit, every_s, clock or time.monotonic
+        self.tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> LogProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task in self.tasks.values():
+            if task["completed"] != task["logged_at"]:
+                self._log(task)
+
+    def add_task(self, description: str, total: float | None = None) -> int:
+        now = self.clock()
+        self.tasks[len(self.tasks)] = {"description": description, "total": total, "completed": 0, "start": now,
+                                       "last": now, "logged_at": 0}
+        return len(self.tasks) - 1
+
+    def update(self, task_id: int, description: str | None = None, advance: float = 0) -> None:
+        task = self.tasks[task_id]
+        if description is not None and description != task["description"]:
+            if task["completed"] != task["logged_at"]:
+                self._log(task)
+            task["description"] = description
+        self.advance(task_id, advance)
+
+    def advance(self, task_id: int, n: float) -> None:
+        task = self.tasks[task_id]
+        task["completed"] += n
+        if n and self.clock() - task["last"] >= self.every_s:
+            self._log(task)
+
+    def _log(self, task: dict) -> None:
+        now = self.clock()
+        done, total = task["completed"], task["total"]
+        recent = (done - task["logged_at"]) / max(now - task["last"], 1e-9)
+        overall = done / max(now - task["start"], 1e-9)
+        rss, peak = resident_mib()
+        where = f"{done:,.0f}/{total:,.0f} {self.unit} ({100 * done / total:.1f}%)" if total else f"{done:,.0f}"
+        left = f", {(total - done) / overall / 60:.1f} min left" if total and overall > 0 else ""
+        logger.info("%s: %s, %s %s/s (overall %s), RSS %.0f MiB (peak %.0f)%s", task["description"], where,
+                    f"{recent:,.0f}", self.unit, f"{overall:,.0f}", rss, peak, left)
+        task["last"], task["logged_at"] = now, done
 
 
 def load_scores(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
