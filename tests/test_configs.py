@@ -51,6 +51,17 @@ def test_focus_horizon_from_the_command_line():
         config_from_hydra(cfg)
 
 
+def test_focus_local_from_the_command_line():
+    for value, want in (("1", 1), ("0", 0)):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train_focus", overrides=[f"focus.local={value}", "run_dir=/tmp/x"])
+        assert config_from_hydra(cfg).focus.local == want
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train_focus", overrides=["focus.local=-1", "run_dir=/tmp/x"])
+    with pytest.raises(ValueError, match="FocusConfig.local: must be an integer >= 0"):
+        config_from_hydra(cfg)
+
+
 def test_pretrain_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="pretrain_backbone")

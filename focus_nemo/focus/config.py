@@ -36,6 +36,13 @@ class FocusConfig:
             memory). ``"auto"`` stands for `default_horizon` of the base model and is resolved with
             `resolve_horizon` when a model is built. Not a trained parameter: an adapter trained
             with one horizon runs with any other (or none).
+        local: windows before a query's own whose ordinary bases it sees exactly (DESIGN D11): with
+            ``local`` = 1 a base of window j (and a Focus token of window j) also sees every base of
+            window j - 1, and the Focus memory covers the windows before that (j - 1 - local .. back
+            to the horizon), so every base sees at least W exact preceding bases and a stream holds
+            at most (local + 1) W ordinary entries per attention block besides the Focus memory.
+            0 (the default) is the paper's scheme. Like the horizon, a run-time choice: an adapter
+            records the value it was trained with and may be run with another.
     """
 
     k: int = 100
@@ -48,9 +55,11 @@ class FocusConfig:
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
     horizon: int | str | None = None
+    local: int = 0
 
     def __post_init__(self) -> None:
         check_k_window(self.k, self.window)
+        check_local(self.local)
         check_horizon(self.horizon, self.window, allow_auto=True)
         if self.scope not in SCOPES:
             raise ValueError(f"FocusConfig.scope: {self.scope!r} is not one of {SCOPES}")
@@ -110,6 +119,12 @@ def check_k_window(k, window) -> None:
         raise ValueError(f"FocusConfig.window: must be an integer >= 1, got {window!r}")
     if k > window:
         raise ValueError(f"FocusConfig.k: {k} is larger than the window {window} (need 1 <= k <= window)")
+
+
+def check_local(local) -> None:
+    """`FocusConfig.local`: a non-negative integer number of windows."""
+    if not isinstance(local, int) or isinstance(local, bool) or local < 0:
+        raise ValueError(f"FocusConfig.local: must be an integer >= 0 (windows of exact local context), got {local!r}")
 
 
 def check_horizon(horizon, window: int, allow_auto: bool = False) -> None:

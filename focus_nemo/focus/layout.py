@@ -17,6 +17,9 @@ Every token is described by four integers (a `Tokens` record of equal-length ten
 * a key in an earlier window is visible iff it is a Focus token (the compressed memory) and, with a
   horizon of h windows (``FocusConfig.horizon`` / W), its window is one of the h windows before the
   query's (windows j - h .. j - 1 for a query of window j; older Focus entries have left the memory);
+* with an exact local band of l windows (``FocusConfig.local``, DESIGN D11) the ordinary keys of windows
+  j - l .. j - 1 are visible to every query of window j, and the memory covers only the windows before
+  those (Focus tokens of windows j - h .. j - l - 1); l = 0 is the rule above;
 * keys in later windows are never visible;
 * in the same window, an ordinary query sees ordinary keys at positions <= its own, and no Focus
   token of its own window; a Focus query F(j, b) sees ordinary keys up to the end of block b (only
@@ -82,9 +85,11 @@ def focus_tokens(windows: range | list[int], k: int, window: int, device=None) -
                   torch.ones(len(js) * m, dtype=torch.bool, device=device))
 
 
-def visible(q: Tokens, kv: Tokens, scope: str = "window", horizon_windows: int | None = None) -> torch.Tensor:
+def visible(q: Tokens, kv: Tokens, scope: str = "window", horizon_windows: int | None = None,
+            local: int = 0) -> torch.Tensor:
     """Boolean attention mask [len(q), len(kv)] (True = may attend), DESIGN D3; `horizon_windows`
-    (None = unbounded) is how many preceding windows' Focus entries a query sees."""
+    (None = unbounded) is how many preceding windows' Focus entries a query sees, `local` how many
+    preceding windows' bases it sees exactly (D11)."""
     qw, kw = q.window[:, None], kv.window[None, :]
     qf, kf = q.is_focus[:, None], kv.is_focus[None, :]
     same = qw == kw
@@ -96,10 +101,11 @@ def visible(q: Tokens, kv: Tokens, scope: str = "window", horizon_windows: int |
     focus_on_focus = kf & (kv.block[None, :] <= q.block[:, None])
     focus_rule = focus_on_ordinary | focus_on_focus
     in_window = torch.where(qf, focus_rule, ordinary_rule)
-    memory = (kw < qw) & kf
+    memory = (kw < qw - local) & kf
     if horizon_windows is not None:
         memory = memory & (kw >= qw - horizon_windows)
-    return memory | (same & in_window)
+    band = (kw < qw) & (kw >= qw - local) & ~kf
+    return memory | band | (same & in_window)
 
 
 @dataclass
@@ -143,7 +149,8 @@ class Layout:
         src = torch.cat([torch.arange(len(ordn), device=device), -1 - torch.arange(len(foc), device=device)])
         return Tokens.cat([ordn, foc]).index(order), src[order]
 
-    def dense_mask(self, scope: str = "window", device=None, horizon_windows: int | None = None) -> torch.Tensor:
+    def dense_mask(self, scope: str = "window", device=None, horizon_windows: int | None = None,
+                   local: int = 0) -> torch.Tensor:
         """The reference boolean mask over the interleaved sequence."""
         toks, _ = self.interleaved(device)
-        return visible(toks, toks, scope, horizon_windows)
+        return visible(toks, toks, scope, horizon_windows, local)

@@ -57,6 +57,18 @@ class FocusState:
     k: int = 0
     window: int = 0
     horizon_windows: int | None = None  # windows of Focus entries the memory keeps (None: all)
+    local: int = 0  # windows of exact ordinary K/V before the current one (DESIGN D11)
+    band_kv: dict = field(default_factory=dict)  # block index -> KVCache of the last `local` windows' bases
+
+    def visible_memory(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Block i's Focus entries the current window sees: the memory less its `local` newest windows
+        (those windows are seen exactly through the band); None when that is empty."""
+        c = self.memory[i]
+        n = c.length - self.local * -(-self.window // self.k)
+        if n <= 0:
+            return None
+        k, v = c.view()
+        return k[:, :, :n], v[:, :, :n]
 
     def memory_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.memory.items()}
@@ -64,9 +76,13 @@ class FocusState:
     def window_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.window_kv.items()}
 
+    def band_entries(self) -> dict[int, int]:
+        return {i: c.length for i, c in self.band_kv.items()}
+
     def nbytes(self) -> dict[str, int]:
         return {"hyena": tensor_nbytes(self.hyena), "focus_memory": sum(c.nbytes() for c in self.memory.values()),
-                "window": sum(c.nbytes() for c in self.window_kv.values())}
+                "window": sum(c.nbytes() for c in self.window_kv.values()),
+                "band": sum(c.nbytes() for c in self.band_kv.values())}
 
 
 @functools.lru_cache(maxsize=32)
@@ -151,7 +167,7 @@ class FocusCore(nn.Module):
         h = self.config.horizon_windows(window)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h)
+                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h, self.config.local if memory else 0)
             else:
                 y, _ = bb.mixer(i, bb.pre_norm(i, x))
                 x = x + y
@@ -160,11 +176,13 @@ class FocusCore(nn.Module):
                 f = bb.mlp_residual(i, f)
         return bb.head(x)
 
-    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None):
-        """Window j's bases see the memory (Focus tokens of windows j - h .. j - 1, all of windows < j
-        without a horizon) and their window causally;
-        its Focus tokens see the memory, their window's bases and Focus tokens through the D3 masks.
-        Each window is one fused multi-part attention call per stream (no mask over the memory)."""
+    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None,
+                           local: int = 0):
+        """Window j's bases see the memory (Focus tokens of windows j - h .. j - 1 - l, all of windows
+        < j - l without a horizon), the bases of the l windows before theirs (the exact local band, D11)
+        and their window causally; its Focus tokens see the memory, the band, their window's bases and
+        Focus tokens through the D3 masks. Each window is one fused multi-part attention call per stream
+        (no mask over the memory or the band)."""
         bb, fp = self.backbone, self.focus_proj[str(i)]
         q, kk, v = bb.qkv(i, bb.pre_norm(i, x), ordn.pos)
         has_focus = len(foc) > 0
@@ -176,7 +194,11 @@ class FocusCore(nn.Module):
         for j in range(lay.num_windows):
             s, e = j * W, min(n, (j + 1) * W)
             lo = 0 if horizon_windows is None else max(0, j - horizon_windows) * m
-            mem = [Part(fk[:, :, lo: j * m], fv[:, :, lo: j * m])] if has_focus and j else []
+            hi = max(0, j - local) * m
+            mem = [Part(fk[:, :, lo: hi], fv[:, :, lo: hi])] if has_focus and hi > lo else []
+            if local and j:
+                b0 = max(0, j - local) * W
+                mem.append(Part(kk[:, :, b0: s], v[:, :, b0: s]))
             outs.append(attention_parts(q[:, :, s:e], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], CAUSAL)]))
             if has_focus and j < lay.focus_windows:
                 a, b = j * m, (j + 1) * m
@@ -200,7 +222,7 @@ class FocusCore(nn.Module):
         sel = seq_mask(is_f, d)
         emb = seq_take(bb.embed(tokens), d, src.clamp(min=0))
         x = torch.where(sel, self._focus_input(len(toks), B), emb)
-        mask = visible(toks, toks, self.config.scope, self.config.horizon_windows(window))
+        mask = visible(toks, toks, self.config.scope, self.config.horizon_windows(window), self.config.local)
         for i in bb.block_ids():
             h = bb.pre_norm(i, x)
             if bb.is_attention(i):
@@ -227,10 +249,10 @@ class FocusCore(nn.Module):
         bb = self.backbone
         st = FocusState(k=k, window=window, offset=check_stream_offset(offset, window),
                         memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device),
-                        horizon_windows=self.config.horizon_windows(window))
+                        horizon_windows=self.config.horizon_windows(window), local=self.config.local)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                st.memory[i], st.window_kv[i] = KVCache(), KVCache()
+                st.memory[i], st.window_kv[i], st.band_kv[i] = KVCache(), KVCache(), KVCache()
             else:
                 st.hyena[i] = bb.init_mixer_state(i, batch_size)
         return st
@@ -275,10 +297,12 @@ class FocusCore(nn.Module):
             h = bb.pre_norm(i, x)
             if bb.is_attention(i):
                 q, kk, v = bb.qkv(i, h, positions)
-                mem, win = st.memory[i], st.window_kv[i]
-                # An ordinary base sees the whole memory and its window's earlier bases, and this
-                # chunk causally (DESIGN D3); three parts of one fused call, nothing concatenated.
-                past = [Part(*c.view()) for c in (mem, win) if c.length]
+                win = st.window_kv[i]
+                # An ordinary base sees the memory, the exact band of the previous `local` windows, its
+                # window's earlier bases, and this chunk causally (DESIGN D3, D11); parts of one fused
+                # call, nothing concatenated.
+                past = [st.visible_memory(i)] + [c.view() for c in (st.band_kv[i], win) if c.length]
+                past = [Part(*kv) for kv in past if kv is not None]
                 o = attention_parts(q, [*past, Part(kk, v, CAUSAL)])
                 win.append(kk, v)
                 x = x + bb.attn_out(i, o)
@@ -301,14 +325,20 @@ class FocusCore(nn.Module):
         keep = None if st.horizon_windows is None else st.horizon_windows * len(f_desc)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                fp, mem, win = self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
+                fp, mem, win, band = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.band_kv[i]
                 fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), f_desc.pos, fp)
-                parts = [Part(*mem.view())] if mem.length else []
+                visible_mem = st.visible_memory(i)
+                parts = [Part(*visible_mem)] if visible_mem is not None else []
+                parts += [Part(*band.view())] if band.length else []
                 parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
                 f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
                 if keep is not None and mem.length > keep:
                     mem.drop_oldest(mem.length - keep)
+                if st.local:  # the completed window's bases join the exact band; the oldest window leaves it
+                    band.append(*win.view())
+                    if band.length > st.local * st.window:
+                        band.drop_oldest(band.length - st.local * st.window)
                 st.window_kv[i] = KVCache()
             f = bb.mlp_residual(i, f)
         st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])

@@ -156,6 +156,13 @@ def _worker_stream(args) -> None:
         out["horizon_memory"] = state.memory_entries()
         out["horizon_memory_pos"] = state.memory_pos
         fm.config.horizon = None
+        # The exact local band (D11): one pass and streaming with local = 1
+        fm.config.local = 1
+        out["local_onepass"] = fm(tokens, k=k, window=w)
+        state = fm.init_state(tokens.shape[0], k, w)
+        out["local_logits"] = torch.cat(list(fm.stream(tokens, STREAM_CHUNKS[1], state=state)), 1)
+        out["local_band"] = state.band_entries()
+        fm.config.local = 0
     out["alloc"] = streaming_allocations(fm)
     if torch.distributed.get_rank() == 0:
         torch.save(out, args.out)
@@ -337,6 +344,16 @@ def test_nemo_focus_streaming_tp2_equals_focus_model(tmp_path):
     h = STREAM_HORIZON // w
     assert out["horizon_memory"] == {i: h * -(-w // k) for i in attention}
     assert out["horizon_memory_pos"].tolist() == focus_tokens(range(length // w - h, length // w), k, w).pos.tolist()
+    # With the exact local band: both Megatron paths equal FocusModel's one pass with local = 1 (which
+    # differs from local = 0); the band holds the previous window's bases (I4 with the band).
+    fm.config.local = 1
+    with torch.no_grad():
+        ref_l = fm(acgt_tokens(2, length, seed=11), k=k, window=w)
+    fm.config.local = 0
+    assert rel_diff(ref_l, ref) > 100 * REL_TOL
+    for got in (out["local_onepass"], out["local_logits"]):
+        assert rel_diff(got, ref_l) <= REL_TOL, rel_diff(got, ref_l)
+    assert out["local_band"] == {i: w for i in attention}
     # O(chunk) beyond the K/V: the largest tensor one chunk creates does not grow with the memory
     # (a [chunk x memory] mask or a copy of the memory would: 40 windows hold 1,280 Focus entries per block)
     alloc = out["alloc"]
