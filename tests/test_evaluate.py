@@ -218,6 +218,30 @@ def test_evaluate_sequence_rows_agree_with_fidelity_and_skip_non_acgt_targets():
     assert kl_mean == pytest.approx(by[("focus", 8)]["kl"], rel=1e-9)
 
 
+@torch.no_grad()
+def test_evaluate_sequence_focus_local_is_focus_with_the_band_and_paired_with_focus():
+    """``focus_local`` scores FOCUS with local = 1 (equal to the one-pass forward with that setting) and
+    ``focus`` the paper's scheme, whatever the model's own setting; the paired report compares them."""
+    fm = FocusModel(stressed_model(), FocusConfig(k=8, window=32, local=1)).eval()
+    g = torch.Generator().manual_seed(2)
+    for p in fm.focus_parameters().values():
+        p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    raw = dna_tokens(1, 129, seed=6)[0].numpy().astype(np.uint8)
+    rows, _ = evaluate_sequence(fm, _seq(raw), [8], 32, ["focus", "focus_local", "truncation"], bins=4)
+    by = {(r["method"], r["k"]): r for r in rows}
+    assert fm.config.local == 1  # restored
+    ref_local = fidelity(fm, [torch.from_numpy(raw.astype(np.int64))[None]], k=8, window=32)
+    fm.config.local = 0
+    ref_paper = fidelity(fm, [torch.from_numpy(raw.astype(np.int64))[None]], k=8, window=32)
+    assert by[("focus_local", 8)]["kl"] == pytest.approx(ref_local["focus_kl"], rel=1e-6)
+    assert by[("focus", 8)]["kl"] == pytest.approx(ref_paper["focus_kl"], rel=1e-6)
+    assert abs(by[("focus_local", 8)]["kl"] - by[("focus", 8)]["kl"]) > 1e-6
+    assert by[("focus_local", 8)]["attention_budget"] == 32 + 4 * 3 + 32
+    assert attention_budget("focus_local", 20, 8, 32) == 32  # one window: no band yet
+    pairs = {p["comparison"] for p in paired_differences(rows)}
+    assert pairs == {"focus - truncation", "focus_local - truncation", "focus_local - focus"}
+
+
 # ------------------------------------------------------------------------------------------ config and recipe
 def _compose(*overrides):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -22,7 +22,7 @@ from focus_nemo.focus.loss import split_case
 
 ACGT = torch.tensor([65, 67, 71, 84])
 METRICS = ("abs_dp_true", "l1", "l2", "hellinger", "js", "kl")
-METHODS = ("full", "focus", "truncation", "sliding")
+METHODS = ("full", "focus", "focus_local", "truncation", "sliding")  # focus: local = 0; focus_local: local = 1
 SUMMARY_METRICS = ("bits", "bits_delta") + METRICS
 SEQUENCE_COLUMNS = ("sequence_id", "source", "chrom", "start", "end", "strand", "length", "k", "method",
                     "attention_budget", "positions") + SUMMARY_METRICS

@@ -21,6 +21,8 @@ def _style(method: str, k, ks: Sequence[int]):
     c = cmap(0.85 * ks.index(k) / max(1, len(ks) - 1)) if k in ks else "gray"
     if method == "focus":
         return {"color": c, "linestyle": "-", "label": f"FOCUS k={k}"}
+    if method == "focus_local":
+        return {"color": c, "linestyle": "-.", "label": f"FOCUS + local band k={k}"}
     return {"color": c, "linestyle": "--", "label": f"sliding, span of k={k}"}
 
 
@@ -58,6 +60,9 @@ def profile_figure(profiles: dict, axis: str, ks: Sequence[int], window: int, pa
     fig.savefig(path, dpi=110)
 
 
+NAMES = {"focus": "FOCUS", "focus_local": "FOCUS + local band", "sliding": "sliding window"}
+
+
 def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -74,7 +79,8 @@ def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
             for li, length in enumerate(lengths):
                 sel = [s for s in rows if s["source"] == source and s["length"] == length]
                 suffix = f", L={length:,}" if len(lengths) > 1 else ""
-                for method, ls, color in (("focus", "-", "tab:blue"), ("sliding", "--", "tab:orange")):
+                for method, ls, color in (("focus", "-", "tab:blue"), ("focus_local", "-.", "tab:green"),
+                                          ("sliding", "--", "tab:orange")):
                     pts = sorted((s["k"], s) for s in sel if s["method"] == method)
                     if not pts:
                         continue
@@ -83,7 +89,7 @@ def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
                     lo = np.array([s[f"{metric}_ci_low"] for _, s in pts])
                     hi = np.array([s[f"{metric}_ci_high"] for _, s in pts])
                     ax.errorbar(xs, ys, yerr=[ys - lo, hi - ys], linestyle=ls, color=color, marker=markers[li % 7],
-                                capsize=3, label=("FOCUS" if method == "focus" else "sliding window") + suffix)
+                                capsize=3, label=NAMES[method] + suffix)
                 for s in sel:
                     if s["method"] == "truncation":
                         ax.axhline(s[f"{metric}_mean"], color="black", linestyle=":",

@@ -54,20 +54,23 @@ def paired_differences(rows: Sequence[dict]) -> list[dict]:
 
     Pairing removes the sequence-to-sequence variation that dominates bits per base, so the
     interval of a difference is much narrower than the difference of two intervals. Baselines:
-    ``truncation`` (the same row for every k) and ``sliding`` at the same k.
+    ``truncation`` (the same row for every k) and ``sliding`` at the same k; FOCUS with the exact
+    local band (``focus_local``) is compared with those and with plain FOCUS.
     """
     index = {(r["sequence_id"], r["method"], r["k"]): r for r in rows}
     out = []
-    keys = sorted({(r["source"], r["length"], r["k"]) for r in rows if r["method"] == "focus"})
-    for source, length, k in keys:
+    keys = sorted({(r["source"], r["length"], r["k"], r["method"]) for r in rows
+                   if r["method"] in ("focus", "focus_local")}, key=lambda t: (t[0], t[1], t[2], METHODS.index(t[3])))
+    for source, length, k, method in keys:
         ids = sorted({r["sequence_id"] for r in rows if r["source"] == source and r["length"] == length})
-        for baseline, bk in (("truncation", ""), ("sliding", k)):
+        baselines = (("truncation", ""), ("sliding", k)) + ((("focus", k),) if method == "focus_local" else ())
+        for baseline, bk in baselines:
             if not all((i, baseline, bk) in index for i in ids):
                 continue
-            s = {"source": source, "length": length, "k": k, "comparison": f"focus - {baseline}",
+            s = {"source": source, "length": length, "k": k, "comparison": f"{method} - {baseline}",
                  "sequences": len(ids)}
             for metric in PAIRED_METRICS:
-                st = summary_stats([index[(i, "focus", k)][metric] - index[(i, baseline, bk)][metric] for i in ids])
+                st = summary_stats([index[(i, method, k)][metric] - index[(i, baseline, bk)][metric] for i in ids])
                 for stat in ("mean", "median", "std", "ci_low", "ci_high"):
                     s[f"{metric}_{stat}"] = st[stat]
             out.append(s)

@@ -38,6 +38,8 @@ def attention_budget(method: str, length: int, k: int, window: int) -> int:
         return length
     if method == "truncation":
         return min(window, length)
+    if method == "focus_local":  # the exact band of the previous window on top of FOCUS's memory
+        return sliding_span(length, k, window) + min(window, max(0, length - window))
     return sliding_span(length, k, window)  # focus and sliding
 
 
@@ -100,6 +102,16 @@ class Profile:
 PROFILE_METRICS = ("bits_delta",) + METRICS
 
 
+def _with_local(fm, local: int, run):
+    """`run()` with the model's exact local band set to `local` windows (DESIGN D11), restored after."""
+    saved = fm.config.local
+    fm.config.local = local
+    try:
+        return run()
+    finally:
+        fm.config.local = saved
+
+
 @torch.no_grad()
 def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, methods: Sequence[str],
                       bins: int) -> tuple[list[dict], dict[tuple[int | None, str], Profile]]:
@@ -150,8 +162,9 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
     if "truncation" in methods:
         results.append(measure("truncation", None, fm(x, k=ks[0], window=window, memory=False)))
     for k in ks:
-        if "focus" in methods:
-            results.append(measure("focus", k, fm(x, k=k, window=window)))
+        for method, local in (("focus", 0), ("focus_local", 1)):
+            if method in methods:
+                results.append(measure(method, k, _with_local(fm, local, lambda k=k: fm(x, k=k, window=window))))
         if "sliding" in methods:
             results.append(measure("sliding", k, fm.base(x, attention_span=sliding_span(L, k, window))))
     rows = [r for r, _ in results]
