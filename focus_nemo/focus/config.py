@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 SCOPES = ("window", "kmer")
+LEVEL2_POOLS = ("mean", "trained")
 AUTO = "auto"  # FocusConfig.horizon: the base model's default (`default_horizon`)
 
 
@@ -36,6 +37,12 @@ class FocusConfig:
             memory). ``"auto"`` stands for `default_horizon` of the base model and is resolved with
             `resolve_horizon` when a model is built. Not a trained parameter: an adapter trained
             with one horizon runs with any other (or none).
+        level2: Focus entries per second-level entry k2 (DESIGN D14, `focus_nemo.focus.level2`): with
+            a horizon, the entries that leave it are pooled in groups of k2 consecutive entries into one
+            coarse entry each instead of being dropped. ``None`` (the default) drops them. Needs a horizon.
+        level2_pool: how a group is pooled: ``"mean"`` (uniform weights, training-free) or ``"trained"``
+            (attention weights of a trained query per block and head, the adapter's ``level2_query``;
+            zero-initialised, i.e. the mean until trained).
     """
 
     k: int = 100
@@ -48,10 +55,13 @@ class FocusConfig:
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
     horizon: int | str | None = None
+    level2: int | None = None
+    level2_pool: str = "trained"
 
     def __post_init__(self) -> None:
         check_k_window(self.k, self.window)
         check_horizon(self.horizon, self.window, allow_auto=True)
+        check_level2(self.level2, self.horizon, self.level2_pool)
         if self.scope not in SCOPES:
             raise ValueError(f"FocusConfig.scope: {self.scope!r} is not one of {SCOPES}")
         if not 0 <= self.init_token < 512:
@@ -82,6 +92,11 @@ class FocusConfig:
         check_horizon(self.horizon, window)
         return None if self.horizon is None else self.horizon // window
 
+    def level2_size(self) -> int | None:
+        """k2 (Focus entries per second-level entry) or None, checked against the current horizon."""
+        check_level2(self.level2, self.horizon, self.level2_pool)
+        return self.level2
+
     def resolve_horizon(self, evo2_config) -> FocusConfig:
         """This config with ``horizon="auto"`` replaced by `default_horizon` of the base (a copy)."""
         if self.horizon != AUTO:
@@ -93,8 +108,8 @@ class FocusConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FocusConfig:
-        """A config from `to_dict` output; fields added later (``horizon``) take their defaults, so
-        adapter files written before they existed still load."""
+        """A config from `to_dict` output; fields added later (``horizon``, ``level2``, ``level2_pool``)
+        take their defaults (off), so adapter files written before they existed still load."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -110,6 +125,20 @@ def check_k_window(k, window) -> None:
         raise ValueError(f"FocusConfig.window: must be an integer >= 1, got {window!r}")
     if k > window:
         raise ValueError(f"FocusConfig.k: {k} is larger than the window {window} (need 1 <= k <= window)")
+
+
+def check_level2(level2, horizon, pool: str = "trained") -> None:
+    """None, or a positive integer k2 with a horizon set; the pool one of `LEVEL2_POOLS`."""
+    if pool not in LEVEL2_POOLS:
+        raise ValueError(f"FocusConfig.level2_pool: {pool!r} is not one of {LEVEL2_POOLS}")
+    if level2 is None:
+        return
+    if not isinstance(level2, int) or isinstance(level2, bool) or level2 < 1:
+        raise ValueError(f"FocusConfig.level2: must be None or a positive integer (Focus entries per "
+                         f"second-level entry), got {level2!r}")
+    if horizon is None:
+        raise ValueError(f"FocusConfig.level2: {level2} needs a horizon (FocusConfig.horizon is None: no Focus "
+                         f"entry ever leaves the memory)")
 
 
 def check_horizon(horizon, window: int, allow_auto: bool = False) -> None:

@@ -21,6 +21,15 @@ tokens alike, see only the Focus entries of windows j - h .. j - 1 (D3 with a ho
 the one-pass forward takes that slice of the Focus keys per window (O(n (h W / k + W)) work), and
 streaming drops the oldest window's entries from each block's memory once it holds h windows
 (at most h ceil(W/k) entries per block whatever the length, I4).
+
+With ``FocusConfig.level2`` = k2 as well (D14, `focus_nemo.focus.level2`), what leaves the horizon is
+pooled instead of dropped: fine entries leave in whole groups of k2 consecutive entries, each group
+becoming one coarse entry per block and head (mean or trained-query pooling of its keys/values).
+The one-pass forward pools the Focus keys once per forward and gives each window one extra part
+(its coarse entries, a prefix of the pooled ones); streaming pools each group when it leaves the fine
+memory into a second cache per block (`FocusState.coarse`); the dense reference appends the coarse
+entries as extra key columns with their own mask. Memory: at most h ceil(W/k) + k2 - 1 fine entries
+and one coarse entry per k2 older ones.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from focus_nemo.focus.attention import attend
 from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
 from focus_nemo.focus.config import AUTO, FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
+from focus_nemo.focus.level2 import coarse_count, dense_masks, fine_start, pool_groups
 
 
 @dataclass
@@ -50,22 +60,30 @@ class FocusState:
     current window's ordinary K/V."""
 
     hyena: dict = field(default_factory=dict)  # block index -> Hyena state
-    memory: dict = field(default_factory=dict)  # block index -> KVCache of Focus entries
+    memory: dict = field(default_factory=dict)  # block index -> KVCache of (fine) Focus entries
+    coarse: dict = field(default_factory=dict)  # block index -> KVCache of second-level entries (level2)
     window_kv: dict = field(default_factory=dict)  # block index -> KVCache of this window's bases
     offset: int = 0  # absolute position of the next base
     memory_pos: torch.Tensor | None = None  # absolute positions of the memory's Focus entries (int64)
     k: int = 0
     window: int = 0
     horizon_windows: int | None = None  # windows of Focus entries the memory keeps (None: all)
+    level2: int | None = None  # Focus entries per second-level entry (None: entries leaving the horizon drop)
+    level2_pool: str = "trained"
+    start_window: int = 0  # window index of the stream's first window (horizon and groups count from it)
 
     def memory_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.memory.items()}
+
+    def coarse_entries(self) -> dict[int, int]:
+        return {i: c.length for i, c in self.coarse.items()}
 
     def window_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.window_kv.items()}
 
     def nbytes(self) -> dict[str, int]:
         return {"hyena": tensor_nbytes(self.hyena), "focus_memory": sum(c.nbytes() for c in self.memory.values()),
+                "coarse_memory": sum(c.nbytes() for c in self.coarse.values()),
                 "window": sum(c.nbytes() for c in self.window_kv.values())}
 
 
@@ -95,6 +113,32 @@ class FocusCore(nn.Module):
         self.focus_embedding = nn.Parameter(backbone.focus_embedding_init(self.config.init_token))
         self.focus_proj = nn.ModuleDict({str(i): backbone.make_focus_projections(i)
                                          for i in backbone.block_ids() if backbone.is_attention(i)})
+        if self.config.level2 is not None:
+            self.add_level2_queries()
+
+    def add_level2_queries(self) -> None:
+        """Give the adapter its trainable level-2 queries (``level2_query.<block>`` [heads, hd] per
+        attention block, this process's heads; zero = mean pooling) if it has none yet."""
+        if "level2_query" in self._modules:
+            return
+        bb = self.backbone
+        dtype = self.focus_embedding.dtype
+        self.level2_query = nn.ParameterDict({str(i): nn.Parameter(torch.zeros(*bb.attention_heads(i), dtype=dtype,
+                                                                               device=bb.device))
+                                              for i in bb.block_ids() if bb.is_attention(i)})
+
+    def _level2(self) -> int | None:
+        """k2 of the config (None: no second level); 'trained' pooling needs the level-2 queries."""
+        k2 = self.config.level2_size()
+        if k2 is not None and self.config.level2_pool == "trained" and "level2_query" not in self._modules:
+            raise ValueError("FocusConfig.level2_pool: 'trained' pooling needs the adapter's level-2 queries "
+                             "(build the model with level2 set, load an adapter that has them, or call "
+                             "add_level2_queries())")
+        return k2
+
+    def _pool_query(self, i, pool: str | None = None):
+        """Block i's level-2 query for 'trained' pooling, None for 'mean'."""
+        return self.level2_query[str(i)] if (pool or self.config.level2_pool) == "trained" else None
 
     def __setattr__(self, name, value):
         if name == "backbone":  # a plain object holding the base module: not a submodule
@@ -148,10 +192,10 @@ class FocusCore(nn.Module):
         x = bb.embed(tokens)
         f = self._focus_input(len(foc), B)
         masks = _window_masks(k, window, self.config.scope, dev) if len(foc) else None
-        h = self.config.horizon_windows(window)
+        h, k2 = self.config.horizon_windows(window), self._level2()
         for i in bb.block_ids():
             if bb.is_attention(i):
-                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h)
+                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h, k2)
             else:
                 y, _ = bb.mixer(i, bb.pre_norm(i, x))
                 x = x + y
@@ -160,9 +204,11 @@ class FocusCore(nn.Module):
                 f = bb.mlp_residual(i, f)
         return bb.head(x)
 
-    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None):
+    def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None,
+                           k2=None):
         """Window j's bases see the memory (Focus tokens of windows j - h .. j - 1, all of windows < j
-        without a horizon) and their window causally;
+        without a horizon; with level 2 the fine entries from `fine_start` and the first
+        `coarse_count` pooled entries) and their window causally;
         its Focus tokens see the memory, their window's bases and Focus tokens through the D3 masks.
         Each window is one fused multi-part attention call per stream (no mask over the memory)."""
         bb, fp = self.backbone, self.focus_proj[str(i)]
@@ -171,12 +217,17 @@ class FocusCore(nn.Module):
         if has_focus:
             fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), foc.pos, fp)
             mask_fw, mask_ff = masks
+            if k2 is not None:  # every complete group's coarse entry, once per forward
+                ck, cv = pool_groups(fk, fv, k2, self._pool_query(i))
         W, m, n = lay.window, lay.focus_per_window, lay.length
         outs, fouts = [], []
         for j in range(lay.num_windows):
             s, e = j * W, min(n, (j + 1) * W)
-            lo = 0 if horizon_windows is None else max(0, j - horizon_windows) * m
+            lo = fine_start(j, m, horizon_windows, k2)
             mem = [Part(fk[:, :, lo: j * m], fv[:, :, lo: j * m])] if has_focus and j else []
+            if mem and k2 is not None:
+                c = coarse_count(j, m, horizon_windows, k2)
+                mem.insert(0, Part(ck[:, :, :c], cv[:, :, :c]))
             outs.append(attention_parts(q[:, :, s:e], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], CAUSAL)]))
             if has_focus and j < lay.focus_windows:
                 a, b = j * m, (j + 1) * m
@@ -196,11 +247,15 @@ class FocusCore(nn.Module):
         B, n = tokens.shape
         toks, src = Layout(n, k, window).interleaved(tokens.device)
         is_f = toks.is_focus
-        ord_idx = torch.nonzero(~is_f).squeeze(1)
+        ord_idx, foc_idx = torch.nonzero(~is_f).squeeze(1), torch.nonzero(is_f).squeeze(1)
         sel = seq_mask(is_f, d)
         emb = seq_take(bb.embed(tokens), d, src.clamp(min=0))
         x = torch.where(sel, self._focus_input(len(toks), B), emb)
-        mask = visible(toks, toks, self.config.scope, self.config.horizon_windows(window))
+        h, k2 = self.config.horizon_windows(window), self._level2()
+        if k2 is None:
+            mask = visible(toks, toks, self.config.scope, h)
+        else:  # fine entries by group, and the coarse entries as extra key columns (level2.dense_masks)
+            mask = dense_masks(toks, self.config.scope, -(-window // k), h, k2)
         for i in bb.block_ids():
             h = bb.pre_norm(i, x)
             if bb.is_attention(i):
@@ -209,6 +264,9 @@ class FocusCore(nn.Module):
                 fq, fk, fv = bb.qkv(i, h, toks.pos, fp)
                 hsel = is_f[None, None, :, None]
                 q, kk, v = torch.where(hsel, fq, q), torch.where(hsel, fk, kk), torch.where(hsel, fv, v)
+                if k2 is not None:
+                    ck, cv = pool_groups(kk[:, :, foc_idx], v[:, :, foc_idx], k2, self._pool_query(i))
+                    kk, v = torch.cat([kk, ck], 2), torch.cat([v, cv], 2)
                 o = attend(q, kk, v, mask[None, None])
                 x = x + torch.where(sel, bb.attn_out(i, o, fp), bb.attn_out(i, o))
             else:
@@ -225,12 +283,14 @@ class FocusCore(nn.Module):
         at this call and stays fixed for the stream."""
         k, window = self._ratio(k, window)
         bb = self.backbone
-        st = FocusState(k=k, window=window, offset=check_stream_offset(offset, window),
+        offset = check_stream_offset(offset, window)
+        st = FocusState(k=k, window=window, offset=offset,
                         memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device),
-                        horizon_windows=self.config.horizon_windows(window))
+                        horizon_windows=self.config.horizon_windows(window), level2=self._level2(),
+                        level2_pool=self.config.level2_pool, start_window=offset // window)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                st.memory[i], st.window_kv[i] = KVCache(), KVCache()
+                st.memory[i], st.window_kv[i], st.coarse[i] = KVCache(), KVCache(), KVCache()
             else:
                 st.hyena[i] = bb.init_mixer_state(i, batch_size)
         return st
@@ -276,9 +336,9 @@ class FocusCore(nn.Module):
             if bb.is_attention(i):
                 q, kk, v = bb.qkv(i, h, positions)
                 mem, win = st.memory[i], st.window_kv[i]
-                # An ordinary base sees the whole memory and its window's earlier bases, and this
-                # chunk causally (DESIGN D3); three parts of one fused call, nothing concatenated.
-                past = [Part(*c.view()) for c in (mem, win) if c.length]
+                # An ordinary base sees the whole memory (coarse and fine) and its window's earlier
+                # bases, and this chunk causally (DESIGN D3); parts of one fused call, nothing concatenated.
+                past = [Part(*c.view()) for c in (st.coarse.get(i), mem, win) if c is not None and c.length]
                 o = attention_parts(q, [*past, Part(kk, v, CAUSAL)])
                 win.append(kk, v)
                 x = x + bb.attn_out(i, o)
@@ -291,29 +351,32 @@ class FocusCore(nn.Module):
 
     def _compress_window(self, st: FocusState, batch: int) -> None:
         """Run the completed window's Focus tokens through every block (they see the same memory as
-        the window's bases); keep only their K/V, and drop the entries that leave the horizon."""
+        the window's bases); keep only their K/V, and drop the entries that leave the horizon (with
+        level 2, in whole groups, each pooled into one coarse entry)."""
         bb = self.backbone
         j = st.offset // st.window - 1
         dev = self.focus_embedding.device
         f_desc = focus_tokens([j], st.k, st.window, dev)
         mask_fw, mask_ff = _window_masks(st.k, st.window, self.config.scope, dev)
         f = self._focus_input(len(f_desc), batch)
-        keep = None if st.horizon_windows is None else st.horizon_windows * len(f_desc)
+        m, jr = len(f_desc), j - st.start_window  # window index within the stream
+        drop = fine_start(jr + 1, m, st.horizon_windows, st.level2) - fine_start(jr, m, st.horizon_windows, st.level2)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                fp, mem, win = self.focus_proj[str(i)], st.memory[i], st.window_kv[i]
+                fp, mem, win, coarse = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.coarse[i]
                 fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), f_desc.pos, fp)
-                parts = [Part(*mem.view())] if mem.length else []
+                parts = [Part(*c.view()) for c in (coarse, mem) if c.length]
                 parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
                 f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
-                if keep is not None and mem.length > keep:
-                    mem.drop_oldest(mem.length - keep)
+                if drop and st.level2 is not None:
+                    old_k, old_v = mem.view()
+                    coarse.append(*pool_groups(old_k[:, :, :drop], old_v[:, :, :drop], st.level2,
+                                               self._pool_query(i, st.level2_pool)))
+                mem.drop_oldest(drop)
                 st.window_kv[i] = KVCache()
             f = bb.mlp_residual(i, f)
-        st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])
-        if keep is not None:
-            st.memory_pos = st.memory_pos[-keep:]
+        st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])[drop:]
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -165,6 +165,9 @@ class MegatronBackbone:
         q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))
         return self._rotate(q, positions), self._rotate(k, positions), v
 
+    def attention_heads(self, i: int) -> tuple[int, int]:
+        return self.layers[i].self_attention.num_attention_heads_per_partition, self.head_dim
+
     def attn_out(self, i: int, o: torch.Tensor, proj=None) -> torch.Tensor:
         sa = self.layers[i].self_attention
         B, H, N, hd = o.shape
