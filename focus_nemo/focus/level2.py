@@ -22,10 +22,13 @@ A coarse entry of group g, per attention block and head, is a convex combination
 
 with ``level2_pool`` ``"mean"`` (w uniform, training-free) or ``"trained"`` (q2 a trainable vector per
 block and head, the adapter's ``level2_query.<block>`` [heads, hd], zero at initialisation so that an
-untrained adapter pools by the mean). Coarse entries depend only on the fine entries of their group,
-so the one-pass forward computes them once per forward from the Focus keys, streaming computes each
-when its group leaves the fine memory, and the dense reference appends them as extra key columns;
-all three see the same entries (I2).
+untrained adapter pools by the mean). The keys are rotated at their absolute positions, so q2 is
+rotated too, as a query at the position of its group's last entry (`group_queries`): the weights then
+depend on relative positions only, and a stream gives the same logits at any offset (I7).
+
+Coarse entries depend only on the fine entries of their group, so the one-pass forward computes them
+once per forward from the Focus keys, streaming computes each when its group leaves the fine memory,
+and the dense reference appends them as extra key columns; all three see the same entries (I2).
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from __future__ import annotations
 import torch
 
 from focus_nemo.focus.layout import Tokens, visible
-
-
 
 
 def fine_start(j, m: int, horizon_windows: int | None, k2: int | None):
@@ -53,22 +54,31 @@ def coarse_count(j, m: int, horizon_windows: int | None, k2: int | None):
     return fine_start(j, m, horizon_windows, k2) // k2
 
 
+def group_queries(backbone, i: int, query: torch.Tensor, positions: torch.Tensor, k2: int) -> torch.Tensor:
+    """Block i's level-2 query [H, hd] rotated at the position of the last entry of each complete
+    group of the entries at `positions` [N] -> [1, H, N // k2, hd] (fp32)."""
+    G = positions.shape[0] // k2
+    ref = positions[k2 - 1: G * k2: k2]
+    return backbone.rotate(i, query.float()[None, :, None, :].expand(1, -1, G, -1), ref)
+
+
 def pool_groups(k: torch.Tensor, v: torch.Tensor, k2: int, query: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Coarse entries of the complete groups of k2 consecutive entries of k, v [B, H, N, hd]
     (the first floor(N / k2) groups) -> [B, H, N // k2, hd] each.
 
-    `query` [H, hd] (the block's level-2 query, this process's heads) gives the weights
-    softmax(q2 . K / sqrt(hd)) over each group's keys; None pools by the mean. Computed in fp32,
-    returned in k's dtype.
+    `query` [1, H, N // k2, hd] (the block's level-2 query per group, `group_queries`) gives the
+    weights softmax(q2 . K / sqrt(hd)) over each group's keys; None pools by the mean. Computed in
+    fp32 (fp64 for fp64 keys), returned in k's dtype.
     """
     B, H, N, hd = k.shape
     G = N // k2
-    kg = k[:, :, : G * k2].float().reshape(B, H, G, k2, hd)
-    vg = v[:, :, : G * k2].float().reshape(B, H, G, k2, hd)
+    dt = torch.promote_types(k.dtype, torch.float32)
+    kg = k[:, :, : G * k2].to(dt).reshape(B, H, G, k2, hd)
+    vg = v[:, :, : G * k2].to(dt).reshape(B, H, G, k2, hd)
     if query is None:
         return kg.mean(3).to(k.dtype), vg.mean(3).to(v.dtype)
-    w = torch.einsum("bhgtd,hd->bhgt", kg, query.float()).mul(hd ** -0.5).softmax(-1)
+    w = torch.einsum("bhgtd,bhgd->bhgt", kg, query.to(dt)).mul(hd ** -0.5).softmax(-1)
     return torch.einsum("bhgt,bhgtd->bhgd", w, kg).to(k.dtype), torch.einsum("bhgt,bhgtd->bhgd", w, vg).to(v.dtype)
 
 

@@ -50,7 +50,7 @@ from focus_nemo.focus.attention import attend
 from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
 from focus_nemo.focus.config import AUTO, FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
-from focus_nemo.focus.level2 import coarse_count, dense_masks, fine_start, pool_groups
+from focus_nemo.focus.level2 import coarse_count, dense_masks, fine_start, group_queries, pool_groups
 
 
 @dataclass
@@ -136,9 +136,11 @@ class FocusCore(nn.Module):
                              "add_level2_queries())")
         return k2
 
-    def _pool_query(self, i, pool: str | None = None):
-        """Block i's level-2 query for 'trained' pooling, None for 'mean'."""
-        return self.level2_query[str(i)] if (pool or self.config.level2_pool) == "trained" else None
+    def _pool(self, i, k, v, positions, k2: int, pool: str | None = None):
+        """Coarse K/V of the complete groups of k2 Focus entries k, v [B, H, N, hd] at `positions` [N]."""
+        if (pool or self.config.level2_pool) != "trained":
+            return pool_groups(k, v, k2, None)
+        return pool_groups(k, v, k2, group_queries(self.backbone, i, self.level2_query[str(i)], positions, k2))
 
     def __setattr__(self, name, value):
         if name == "backbone":  # a plain object holding the base module: not a submodule
@@ -218,7 +220,7 @@ class FocusCore(nn.Module):
             fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), foc.pos, fp)
             mask_fw, mask_ff = masks
             if k2 is not None:  # every complete group's coarse entry, once per forward
-                ck, cv = pool_groups(fk, fv, k2, self._pool_query(i))
+                ck, cv = self._pool(i, fk, fv, foc.pos, k2)
         W, m, n = lay.window, lay.focus_per_window, lay.length
         outs, fouts = [], []
         for j in range(lay.num_windows):
@@ -265,7 +267,7 @@ class FocusCore(nn.Module):
                 hsel = is_f[None, None, :, None]
                 q, kk, v = torch.where(hsel, fq, q), torch.where(hsel, fk, kk), torch.where(hsel, fv, v)
                 if k2 is not None:
-                    ck, cv = pool_groups(kk[:, :, foc_idx], v[:, :, foc_idx], k2, self._pool_query(i))
+                    ck, cv = self._pool(i, kk[:, :, foc_idx], v[:, :, foc_idx], toks.pos[foc_idx], k2)
                     kk, v = torch.cat([kk, ck], 2), torch.cat([v, cv], 2)
                 o = attend(q, kk, v, mask[None, None])
                 x = x + torch.where(sel, bb.attn_out(i, o, fp), bb.attn_out(i, o))
@@ -361,6 +363,7 @@ class FocusCore(nn.Module):
         f = self._focus_input(len(f_desc), batch)
         m, jr = len(f_desc), j - st.start_window  # window index within the stream
         drop = fine_start(jr + 1, m, st.horizon_windows, st.level2) - fine_start(jr, m, st.horizon_windows, st.level2)
+        positions = torch.cat([st.memory_pos, f_desc.pos])
         for i in bb.block_ids():
             if bb.is_attention(i):
                 fp, mem, win, coarse = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.coarse[i]
@@ -371,12 +374,12 @@ class FocusCore(nn.Module):
                 mem.append(fk, fv)
                 if drop and st.level2 is not None:
                     old_k, old_v = mem.view()
-                    coarse.append(*pool_groups(old_k[:, :, :drop], old_v[:, :, :drop], st.level2,
-                                               self._pool_query(i, st.level2_pool)))
+                    coarse.append(*self._pool(i, old_k[:, :, :drop], old_v[:, :, :drop], positions[:drop],
+                                              st.level2, st.level2_pool))
                 mem.drop_oldest(drop)
                 st.window_kv[i] = KVCache()
             f = bb.mlp_residual(i, f)
-        st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])[drop:]
+        st.memory_pos = positions[drop:]
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
