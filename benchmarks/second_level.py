@@ -16,11 +16,14 @@ For each it reports KL(full || method) and mean |delta p(true base)| against the
 context (`focus_nemo.evaluation.metrics`), over the positions after the first window (the project's
 scored positions) and over the positions past H + W, the only ones where the methods differ.
 
-q2 is trained here, cheaply: everything else frozen, distillation (KL to the base's full-context
-logits, positions past H + W) on samples of (H/W + 5) windows from the training slice
-(`grch37_chr20_train.fa.gz`, 15 Mb from the held-out one), Adam. ``--ship DIR`` writes the adapter
-with the trained q2 (and the level-2 config) when horizon+trained beats horizon+mean on held-out KL.
-Writes benchmarks/results/<name>.{json,md}.
+q2 is trained here, cheaply, at the first configuration of ``--configs`` (H/W windows : k2):
+everything else frozen, distillation (KL to the base's full-context logits, positions past H + W) on
+samples of (H/W + 5) windows from the training slice (`grch37_chr20_train.fa.gz`, 15 Mb from the
+held-out one), Adam; the same q2 is then evaluated at every configuration. ``--q2 FILE`` reuses the
+queries saved by an earlier run (benchmarks/results/<name>_q2.safetensors) instead of training.
+``--ship DIR`` writes the adapter with the trained q2 (and the first configuration's level-2 settings)
+when horizon+trained beats horizon+mean on held-out KL past H + W there.
+Writes benchmarks/results/<name>.{json,md} and <name>_q2.safetensors.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import math
 import time
 from pathlib import Path
 
-from common import machine, write_results
+from common import RESULTS, machine, write_results
 
 DNA = Path(__file__).resolve().parents[1] / "focus_nemo" / "assets" / "dna"
 METHODS = ("unbounded", "horizon", "horizon+mean", "horizon+trained")
@@ -171,8 +174,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequences", type=int, default=4)
     ap.add_argument("--length", type=int, default=24576, help="bases scored per held-out sequence")
-    ap.add_argument("--horizon-windows", type=int, default=2)
-    ap.add_argument("--k2", type=int, default=11, help="Focus entries per second-level entry")
+    ap.add_argument("--configs", default="2:11,4:11,2:4",
+                    help="comma-separated H/W:k2 pairs (horizon windows : Focus entries per second-level entry)")
+    ap.add_argument("--q2", default=None, help="level-2 queries saved by an earlier run (skip training)")
     ap.add_argument("--train-steps", type=int, default=200)
     ap.add_argument("--train-extra-windows", type=int, default=5, help="training sample = H/W + this many windows")
     ap.add_argument("--lr", type=float, default=0.05)
@@ -187,23 +191,40 @@ def main() -> None:
     def log(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
+    from safetensors.torch import load_file, save_file
+
     fm = load_focus_model()
     fm.add_level2_queries()
     W, k = fm.config.window, fm.config.k
-    H, k2 = args.horizon_windows * W, args.k2
+    configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
+    hw, k2 = configs[0]
+    H = hw * W
     heldout = samples(read_slice(DNA / "grch37_chr20_heldout.fa.gz"), args.sequences, args.length + 1, args.seed)
-    train_len = (args.horizon_windows + args.train_extra_windows) * W + 1
-    train = samples(read_slice(DNA / "grch37_chr20_train.fa.gz"), max(args.train_steps, 1), train_len,
-                    args.seed + 1)
-    log(f"k={k} W={W} H={H} k2={k2}; {len(heldout)} held-out x {args.length}; {args.train_steps} training steps "
-        f"on {train_len - 1}-base samples")
+    train_len = (hw + args.train_extra_windows) * W + 1
     t0 = time.time()
-    q2, history = train_q2(fm, train, H, k2, args.train_steps, args.lr, log) if args.train_steps else (None, [])
+    if args.q2:
+        prefix = "level2_query."  # an adapter file holds them under this prefix
+        q2 = {n.removeprefix(prefix): t for n, t in load_file(args.q2).items() if "." not in n or n.startswith(prefix)}
+        history = []
+        log(f"level-2 queries from {args.q2}")
+    elif args.train_steps:
+        train = samples(read_slice(DNA / "grch37_chr20_train.fa.gz"), args.train_steps, train_len, args.seed + 1)
+        log(f"k={k} W={W} H={H} k2={k2}: {args.train_steps} training steps on {train_len - 1}-base samples")
+        q2, history = train_q2(fm, train, H, k2, args.train_steps, args.lr, log)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        save_file({n: t.contiguous() for n, t in q2.items()}, str(RESULTS / f"{args.name}_q2.safetensors"))
+    else:
+        q2, history = None, []
     train_s = time.time() - t0
+    results = {}
     t0 = time.time()
-    res = evaluate(fm, heldout, H, k2, q2)
+    for c_hw, c_k2 in configs:
+        log(f"evaluating H/W={c_hw} k2={c_k2} on {len(heldout)} held-out x {args.length}")
+        res = evaluate(fm, heldout, c_hw * W, c_k2, q2)
+        results[f"{c_hw}:{c_k2}"] = res
+        log(json.dumps({m: res[m] for m in METHODS}))
     eval_s = time.time() - t0
-    log(json.dumps({m: res[m] for m in METHODS}))
+    res = results[f"{hw}:{k2}"]
     beats = q2 is not None and res["horizon+trained"]["kl_far"] < res["horizon+mean"]["kl_far"]
     shipped = None
     if args.ship and beats:
@@ -214,34 +235,47 @@ def main() -> None:
             "data": "grch37_chr20_train.fa.gz", "objective": "KL(base full context || FOCUS), q2 only"}}))
         log(f"shipped {shipped}")
     payload = {"machine": machine(), "model": "embedded", "adapter": str(embedded_adapter_dir().name),
-               "k": k, "window": W, "horizon": H, "k2": k2, "sequences": len(heldout), "length": args.length,
+               "k": k, "window": W, "configs": list(results), "sequences": len(heldout), "length": args.length,
                "heldout": "grch37_chr20_heldout.fa.gz", "seed": args.seed,
-               "train": {"steps": args.train_steps, "lr": args.lr, "sample_bases": train_len - 1,
-                         "seconds": round(train_s, 1), "loss_first10": history[:10], "loss_last10": history[-10:]},
-               "eval_seconds": round(eval_s, 1), "results": res, "trained_beats_mean": beats, "shipped": shipped}
+               "train": {"config": f"{hw}:{k2}", "steps": 0 if args.q2 else args.train_steps, "lr": args.lr,
+                         "q2_from": args.q2, "sample_bases": train_len - 1, "seconds": round(train_s, 1),
+                         "loss_first10": history[:10], "loss_last10": history[-10:]},
+               "eval_seconds": round(eval_s, 1), "results": results, "trained_beats_mean": beats, "shipped": shipped}
     write_results(args.name, payload, markdown(payload))
 
 
 def markdown(p: dict) -> str:
-    r = p["results"]
+    t = p["train"]
     lines = [f"# Second level of Focus memory: fidelity on held-out chr20 ({p['sequences']} x {p['length']} bases)",
              "",
-             f"Embedded model + shipped adapter, k = {p['k']}, W = {p['window']}, horizon H = {p['horizon']} "
-             f"({p['horizon'] // p['window']} windows), k2 = {p['k2']} Focus entries per second-level entry. "
-             "KL(full || method) in nats and mean |delta p(true base)| against the base with full context; "
-             "'after W': every position after the first window; 'past H+W': positions where the methods differ.",
+             f"Embedded model + shipped adapter, k = {p['k']}, W = {p['window']}; horizon H (in windows) and k2 "
+             "(Focus entries per second-level entry) per table. KL(full || method) in nats and mean |delta p(true "
+             "base)| against the base with full context, x 1e-3; 'after W': every position after the first "
+             "window; 'past H+W': the positions where the methods can differ.",
              "",
-             f"Machine: {p['machine']}. q2 training: {p['train']['steps']} steps of "
-             f"{p['train']['sample_bases']} bases, {p['train']['seconds']} s; evaluation {p['eval_seconds']} s.",
-             "",
-             "| method | KL after W | abs dp after W | KL past H+W | abs dp past H+W |",
-             "|---|---|---|---|---|"]
-    for m in METHODS:
-        a = r[m]
-        lines.append(f"| {m} | {a['kl']:.5f} | {a['abs_dp_true']:.5f} | {a['kl_far']:.5f} | "
-                     f"{a['abs_dp_true_far']:.5f} |")
-    lines += ["", f"Positions: {r['unbounded']['positions']} after W, {r['unbounded']['positions_far']} past H+W.",
-              f"Trained q2 beats mean pooling on held-out KL past H+W: {p['trained_beats_mean']}"
+             f"Machine: {p['machine']}. q2: trained at H/W:k2 = {t['config']}, {t['steps']} steps of "
+             f"{t['sample_bases']} bases (chr20 training slice), {t['seconds']} s"
+             + (f", from {t['q2_from']}" if t["q2_from"] else "") + f"; evaluation {p['eval_seconds']} s.", ""]
+    for c in p["configs"]:
+        r = p["results"][c]
+        hw, k2 = c.split(":")
+        lines += [f"## H = {hw} windows, k2 = {k2}", "",
+                  "| method | KL after W | abs dp after W | KL past H+W | abs dp past H+W "
+                  "| sequences better than horizon |",
+                  "|---|---|---|---|---|---|"]
+        for m in METHODS:
+            a = r[m]
+            better = sum(s[m] < s["horizon"] for s in r["per_sequence_kl_far"])
+            lines.append(f"| {m} | {1e3 * a['kl']:.4f} | {1e3 * a['abs_dp_true']:.4f} | {1e3 * a['kl_far']:.4f} | "
+                         f"{1e3 * a['abs_dp_true_far']:.4f} | {better}/{len(r['per_sequence_kl_far'])} |")
+        h, u = r["horizon"]["kl_far"], r["unbounded"]["kl_far"]
+        for m in ("horizon+mean", "horizon+trained"):
+            if h != u:
+                lines.append(f"\n{m} recovers {100 * (h - r[m]['kl_far']) / (h - u):.0f}% of the KL gap between "
+                             "the horizon and the unbounded memory (past H+W).")
+        lines += ["", f"Positions: {r['unbounded']['positions']} after W, {r['unbounded']['positions_far']} "
+                  "past H+W.", ""]
+    lines += [f"Trained q2 beats mean pooling on held-out KL past H+W at {t['config']}: {p['trained_beats_mean']}"
               + (f" (shipped: {p['shipped']})" if p["shipped"] else " (not shipped)") + ".", ""]
     return "\n".join(lines)
 

@@ -227,8 +227,8 @@ class FocusCore(nn.Module):
             s, e = j * W, min(n, (j + 1) * W)
             lo = fine_start(j, m, horizon_windows, k2)
             mem = [Part(fk[:, :, lo: j * m], fv[:, :, lo: j * m])] if has_focus and j else []
-            if mem and k2 is not None:
-                c = coarse_count(j, m, horizon_windows, k2)
+            c = coarse_count(j, m, horizon_windows, k2) if mem and k2 is not None else 0
+            if c:
                 mem.insert(0, Part(ck[:, :, :c], cv[:, :, :c]))
             outs.append(attention_parts(q[:, :, s:e], [*mem, Part(kk[:, :, s:e], v[:, :, s:e], CAUSAL)]))
             if has_focus and j < lay.focus_windows:

@@ -162,8 +162,33 @@ def test_I4_level2_memory_bounds(k, W, H, k2):
             assert coarse * k2 + fine == done * m  # every entry, fine or in a coarse entry, exactly once
             assert state.memory_pos.tolist() == focus_tokens(range(done), k, W).pos.tolist()[lo:]
         assert state.nbytes()["coarse_memory"] > 0
-    # the one-pass forward gives each window the same fine/coarse split (work per window bounded by the spy)
-    assert max(state.memory_entries().values()) <= h * m + k2 - 1
+
+
+def test_onepass_parts_per_window_are_fine_and_coarse(monkeypatch):
+    """The one-pass forward hands window j its coarse entries and its fine entries as two parts (views of
+    tensors pooled once per forward), of the sizes of the grouping rule."""
+    import focus_nemo.focus.model as focus_model_module
+
+    k, W, H, k2 = 4, 16, 32, 3
+    m, h = 4, 2
+    fm = perturbed(k, W, H, k2)
+    sizes = []
+    real = focus_model_module.attention_parts
+
+    def spy(q, parts):
+        if q.shape[2] == W:  # a window's bases (a Focus query block has m rows)
+            sizes.append([p.k.shape[2] for p in parts if p.mask is None])
+        return real(q, parts)
+
+    monkeypatch.setattr(focus_model_module, "attention_parts", spy)
+    n_windows = 12
+    with torch.no_grad():
+        fm(dna_tokens(1, n_windows * W, seed=1))
+    attention_blocks = len(fm.focus_proj)
+    want = [[] if j == 0 else ([coarse_count(j, m, h, k2)] if coarse_count(j, m, h, k2) else [])
+            + [j * m - fine_start(j, m, h, k2)] for j in range(n_windows)]
+    assert sizes == want * attention_blocks
+    assert max(s[-1] for s in sizes if s) <= h * m + k2 - 1
 
 
 def test_gradients_reach_the_level2_queries():
