@@ -244,6 +244,11 @@ def main() -> None:
     write_results(args.name, payload, markdown(payload))
 
 
+def describe_machine(m: dict) -> str:
+    return (f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s), torch {m['torch']}, "
+            f"1-min load {m.get('load_average_1min', '?')} (the CPU is shared)")
+
+
 def markdown(p: dict) -> str:
     t = p["train"]
     lines = [f"# Second level of Focus memory: fidelity on held-out chr20 ({p['sequences']} x {p['length']} bases)",
@@ -253,7 +258,8 @@ def markdown(p: dict) -> str:
              "base)| against the base with full context, x 1e-3; 'after W': every position after the first "
              "window; 'past H+W': the positions where the methods can differ.",
              "",
-             f"Machine: {p['machine']}. q2: trained at H/W:k2 = {t['config']}, {t['steps']} steps of "
+             f"Machine: {describe_machine(p['machine'])}. q2: trained at H/W:k2 = {t['config']}, "
+             f"{t['steps']} steps of "
              f"{t['sample_bases']} bases (chr20 training slice), {t['seconds']} s"
              + (f", from {t['q2_from']}" if t["q2_from"] else "") + f"; evaluation {p['eval_seconds']} s.", ""]
     for c in p["configs"]:
