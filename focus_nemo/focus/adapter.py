@@ -13,6 +13,9 @@ length is the base model itself, I1), so running at a W larger than the trained 
 well the adapter summarises at a k or W it was not trained with is a question of fidelity, measured
 by ``focus_nemo.evaluate``, not of correctness.
 
+Level-2 queries (``level2_query.<block>``, DESIGN D12) are optional: an adapter without them loads
+with zeros (mean pooling), and one with them gives a model that has none its own.
+
 Files are written with `focus_nemo.durable` (temporary file, fsync, rename, checksum), so a reader, or a
 run killed at any instant, sees either the old file or the new one, never a partial one. One process
 writes a given directory at a time; temporary files name their writer, and only those of writers that
@@ -34,6 +37,7 @@ from focus_nemo.focus.config import FocusConfig
 ADAPTER_FORMAT = "focus-nemo-adapter/1"
 TENSORS = "adapter.safetensors"
 CONFIG = "adapter_config.json"
+LEVEL2_PREFIX = "level2_query."  # the trained level-2 queries (FocusConfig.level2_pool "trained"): optional
 
 
 def base_identity(base) -> dict:
@@ -96,11 +100,18 @@ def load_adapter(model, path: str | Path, strict_config: bool = False) -> dict:
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{tensor_path}: unreadable safetensors file ({e})") from None
     params = model.focus_parameters()
-    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if any(n.startswith(LEVEL2_PREFIX) for n in set(tensors) - set(params)) and hasattr(model, "add_level2_queries"):
+        model.add_level2_queries()  # an adapter with trained level-2 queries gives the model its own
+        params = model.focus_parameters()
+    # Adapters written before the second level existed have no level-2 queries: those load as zero (mean pooling).
+    defaults = {n for n in set(params) - set(tensors) if n.startswith(LEVEL2_PREFIX)}
+    missing, unexpected = sorted(set(params) - set(tensors) - defaults), sorted(set(tensors) - set(params))
     if missing or unexpected:
         raise ValueError(f"{tensor_path}: adapter tensors do not match the model "
                          f"(missing {missing}, unexpected {unexpected})")
     for name, p in params.items():
+        if name in defaults:
+            continue
         t = tensors[name]
         if tuple(t.shape) != tuple(p.shape):
             raise ValueError(f"{tensor_path}: tensor {name} has shape {tuple(t.shape)}, "
@@ -110,6 +121,9 @@ def load_adapter(model, path: str | Path, strict_config: bool = False) -> dict:
         raise ValueError(f"{path}: adapter config {focus_cfg} differs from the model's {model.config}")
     with torch.no_grad():
         for name, p in params.items():
-            p.copy_(tensors[name].to(p.dtype))
+            if name in defaults:
+                p.zero_()
+            else:
+                p.copy_(tensors[name].to(p.dtype))
     model.config = focus_cfg
     return meta

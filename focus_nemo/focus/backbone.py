@@ -13,6 +13,8 @@ the one-pass forward, the dense reference, streaming and generation through thes
 ``pre_norm(i, x)``                  the block's pre-mixer norm
 ``qkv(i, h, positions, proj)``      q, k, v [B, H_local, L, hd], rotated at absolute ``positions``
                                     (int64); ``proj`` = the block's Focus projections or None
+``attention_heads(i)``              (heads of this process, head dim) of attention block i
+``rotate(i, t, positions)``         block i's rotary embedding of t [B, H_local, L, hd] at ``positions``
 ``attn_out(i, o, proj)``            output projection (+ bias) of o [B, H_local, L, hd] -> layout
 ``mixer(i, h, state, need_state)``  Hyena mixer output (+ bias) and the new streaming state
 ``init_mixer_state(i, batch)``      the empty streaming state of a Hyena block
@@ -86,6 +88,17 @@ class Evo2Backbone:
 
     def qkv(self, i: int, h: torch.Tensor, positions: torch.Tensor, proj=None):
         return self.module.blocks[i].attn.qkv(h, positions, wqkv=None if proj is None else proj.wqkv)
+
+    def attention_heads(self, i: int) -> tuple[int, int]:
+        attn = self.module.blocks[i].attn
+        return attn.num_heads, attn.head_dim
+
+    def rotate(self, i: int, t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        from focus_nemo.evo2.ops import apply_rotary, rotary_cos_sin
+
+        attn = self.module.blocks[i].attn
+        cos, sin = rotary_cos_sin(positions, attn.head_dim, attn.rotary_base, attn.rotary_scaling)
+        return apply_rotary(t, cos, sin)
 
     def attn_out(self, i: int, o: torch.Tensor, proj=None) -> torch.Tensor:
         attn = self.module.blocks[i].attn

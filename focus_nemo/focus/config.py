@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 SCOPES = ("window", "kmer")
+LEVEL2_POOLS = ("mean", "trained")
 AUTO = "auto"  # FocusConfig.horizon: the base model's default (`default_horizon`)
 
 
@@ -43,6 +44,12 @@ class FocusConfig:
             at most (local + 1) W ordinary entries per attention block besides the Focus memory.
             0 (the default) is the paper's scheme. Like the horizon, a run-time choice: an adapter
             records the value it was trained with and may be run with another.
+        level2: Focus entries per second-level entry k2 (DESIGN D12, `focus_nemo.focus.level2`): with
+            a horizon, the entries that leave it are pooled in groups of k2 consecutive entries into one
+            coarse entry each instead of being dropped. ``None`` (the default) drops them. Needs a horizon.
+        level2_pool: how a group is pooled: ``"mean"`` (uniform weights, training-free) or ``"trained"``
+            (attention weights of a trained query per block and head, the adapter's ``level2_query``;
+            zero-initialised, i.e. the mean until trained).
     """
 
     k: int = 100
@@ -56,11 +63,14 @@ class FocusConfig:
     distill_temperature: float = 1.0
     horizon: int | str | None = None
     local: int = 0
+    level2: int | None = None
+    level2_pool: str = "trained"
 
     def __post_init__(self) -> None:
         check_k_window(self.k, self.window)
         check_local(self.local)
         check_horizon(self.horizon, self.window, allow_auto=True)
+        check_level2(self.level2, self.horizon, self.level2_pool, self.local, self.window)
         if self.scope not in SCOPES:
             raise ValueError(f"FocusConfig.scope: {self.scope!r} is not one of {SCOPES}")
         if not 0 <= self.init_token < 512:
@@ -91,6 +101,11 @@ class FocusConfig:
         check_horizon(self.horizon, window)
         return None if self.horizon is None else self.horizon // window
 
+    def level2_size(self) -> int | None:
+        """k2 (Focus entries per second-level entry) or None, checked against the current horizon."""
+        check_level2(self.level2, self.horizon, self.level2_pool, self.local, self.window)
+        return self.level2
+
     def resolve_horizon(self, evo2_config) -> FocusConfig:
         """This config with ``horizon="auto"`` replaced by `default_horizon` of the base (a copy)."""
         if self.horizon != AUTO:
@@ -102,8 +117,8 @@ class FocusConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FocusConfig:
-        """A config from `to_dict` output; fields added later (``horizon``) take their defaults, so
-        adapter files written before they existed still load."""
+        """A config from `to_dict` output; fields added later (``horizon``, ``level2``, ``level2_pool``)
+        take their defaults (off), so adapter files written before they existed still load."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -125,6 +140,24 @@ def check_local(local) -> None:
     """`FocusConfig.local`: a non-negative integer number of windows."""
     if not isinstance(local, int) or isinstance(local, bool) or local < 0:
         raise ValueError(f"FocusConfig.local: must be an integer >= 0 (windows of exact local context), got {local!r}")
+
+
+def check_level2(level2, horizon, pool: str = "trained", local: int = 0, window: int = 1) -> None:
+    """None, or a positive integer k2 with a horizon set that reaches past the exact local band of `local`
+    windows of `window` bases; the pool one of `LEVEL2_POOLS`."""
+    if pool not in LEVEL2_POOLS:
+        raise ValueError(f"FocusConfig.level2_pool: {pool!r} is not one of {LEVEL2_POOLS}")
+    if level2 is None:
+        return
+    if not isinstance(level2, int) or isinstance(level2, bool) or level2 < 1:
+        raise ValueError(f"FocusConfig.level2: must be None or a positive integer (Focus entries per "
+                         f"second-level entry), got {level2!r}")
+    if horizon is None:
+        raise ValueError(f"FocusConfig.level2: {level2} needs a horizon (FocusConfig.horizon is None: no Focus "
+                         f"entry ever leaves the memory)")
+    if isinstance(horizon, int) and horizon <= local * window:
+        raise ValueError(f"FocusConfig.level2: the horizon ({horizon} bases) must reach past the local band ({local} "
+                         f"window(s) of {window} bases) for entries to leave it into the second level")
 
 
 def check_horizon(horizon, window: int, allow_auto: bool = False) -> None:

@@ -21,6 +21,15 @@ tokens alike, see only the Focus entries of windows j - h .. j - 1 (D3 with a ho
 the one-pass forward takes that slice of the Focus keys per window (O(n (h W / k + W)) work), and
 streaming drops the oldest window's entries from each block's memory once it holds h windows
 (at most h ceil(W/k) entries per block whatever the length, I4).
+
+With ``FocusConfig.level2`` = k2 as well (D12, `focus_nemo.focus.level2`), what leaves the horizon is
+pooled instead of dropped: fine entries leave in whole groups of k2 consecutive entries, each group
+becoming one coarse entry per block and head (mean or trained-query pooling of its keys/values).
+The one-pass forward pools the Focus keys once per forward and gives each window one extra part
+(its coarse entries, a prefix of the pooled ones); streaming pools each group when it leaves the fine
+memory into a second cache per block (`FocusState.coarse`); the dense reference appends the coarse
+entries as extra key columns with their own mask. Memory: at most h ceil(W/k) + k2 - 1 fine entries
+and one coarse entry per k2 older ones.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from focus_nemo.focus.attention import attend
 from focus_nemo.focus.backbone import Evo2Backbone, seq_mask, seq_take
 from focus_nemo.focus.config import AUTO, FocusConfig, check_k_window
 from focus_nemo.focus.layout import Layout, Tokens, check_stream_offset, focus_tokens, ordinary_tokens, visible
+from focus_nemo.focus.level2 import coarse_count, dense_masks, fine_start, group_queries, pool_groups
 
 
 @dataclass
@@ -50,13 +60,17 @@ class FocusState:
     current window's ordinary K/V."""
 
     hyena: dict = field(default_factory=dict)  # block index -> Hyena state
-    memory: dict = field(default_factory=dict)  # block index -> KVCache of Focus entries
+    memory: dict = field(default_factory=dict)  # block index -> KVCache of (fine) Focus entries
+    coarse: dict = field(default_factory=dict)  # block index -> KVCache of second-level entries (level2)
     window_kv: dict = field(default_factory=dict)  # block index -> KVCache of this window's bases
     offset: int = 0  # absolute position of the next base
     memory_pos: torch.Tensor | None = None  # absolute positions of the memory's Focus entries (int64)
     k: int = 0
     window: int = 0
     horizon_windows: int | None = None  # windows of Focus entries the memory keeps (None: all)
+    level2: int | None = None  # Focus entries per second-level entry (None: entries leaving the horizon drop)
+    level2_pool: str = "trained"
+    start_window: int = 0  # window index of the stream's first window (horizon and groups count from it)
     local: int = 0  # windows of exact ordinary K/V before the current one (DESIGN D11)
     band_kv: dict = field(default_factory=dict)  # block index -> KVCache of the last `local` windows' bases
 
@@ -73,6 +87,9 @@ class FocusState:
     def memory_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.memory.items()}
 
+    def coarse_entries(self) -> dict[int, int]:
+        return {i: c.length for i, c in self.coarse.items()}
+
     def window_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.window_kv.items()}
 
@@ -81,6 +98,7 @@ class FocusState:
 
     def nbytes(self) -> dict[str, int]:
         return {"hyena": tensor_nbytes(self.hyena), "focus_memory": sum(c.nbytes() for c in self.memory.values()),
+                "coarse_memory": sum(c.nbytes() for c in self.coarse.values()),
                 "window": sum(c.nbytes() for c in self.window_kv.values()),
                 "band": sum(c.nbytes() for c in self.band_kv.values())}
 
@@ -111,6 +129,34 @@ class FocusCore(nn.Module):
         self.focus_embedding = nn.Parameter(backbone.focus_embedding_init(self.config.init_token))
         self.focus_proj = nn.ModuleDict({str(i): backbone.make_focus_projections(i)
                                          for i in backbone.block_ids() if backbone.is_attention(i)})
+        if self.config.level2 is not None:
+            self.add_level2_queries()
+
+    def add_level2_queries(self) -> None:
+        """Give the adapter its trainable level-2 queries (``level2_query.<block>`` [heads, hd] per
+        attention block, this process's heads; zero = mean pooling) if it has none yet."""
+        if "level2_query" in self._modules:
+            return
+        bb = self.backbone
+        dtype = self.focus_embedding.dtype
+        self.level2_query = nn.ParameterDict({str(i): nn.Parameter(torch.zeros(*bb.attention_heads(i), dtype=dtype,
+                                                                               device=bb.device))
+                                              for i in bb.block_ids() if bb.is_attention(i)})
+
+    def _level2(self) -> int | None:
+        """k2 of the config (None: no second level); 'trained' pooling needs the level-2 queries."""
+        k2 = self.config.level2_size()
+        if k2 is not None and self.config.level2_pool == "trained" and "level2_query" not in self._modules:
+            raise ValueError("FocusConfig.level2_pool: 'trained' pooling needs the adapter's level-2 queries "
+                             "(build the model with level2 set, load an adapter that has them, or call "
+                             "add_level2_queries())")
+        return k2
+
+    def _pool(self, i, k, v, positions, k2: int, pool: str | None = None):
+        """Coarse K/V of the complete groups of k2 Focus entries k, v [B, H, N, hd] at `positions` [N]."""
+        if (pool or self.config.level2_pool) != "trained":
+            return pool_groups(k, v, k2, None)
+        return pool_groups(k, v, k2, group_queries(self.backbone, i, self.level2_query[str(i)], positions, k2))
 
     def __setattr__(self, name, value):
         if name == "backbone":  # a plain object holding the base module: not a submodule
@@ -164,10 +210,11 @@ class FocusCore(nn.Module):
         x = bb.embed(tokens)
         f = self._focus_input(len(foc), B)
         masks = _window_masks(k, window, self.config.scope, dev) if len(foc) else None
-        h = self.config.horizon_windows(window)
+        h, k2 = self.config.horizon_windows(window), self._level2()
         for i in bb.block_ids():
             if bb.is_attention(i):
-                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h, self.config.local if memory else 0)
+                local = self.config.local if memory else 0
+                x, f = self._attention_onepass(i, x, f, lay, ordn, foc, masks, h, k2, local)
             else:
                 y, _ = bb.mixer(i, bb.pre_norm(i, x))
                 x = x + y
@@ -177,25 +224,30 @@ class FocusCore(nn.Module):
         return bb.head(x)
 
     def _attention_onepass(self, i, x, f, lay: Layout, ordn: Tokens, foc: Tokens, masks, horizon_windows=None,
-                           local: int = 0):
+                           k2=None, local: int = 0):
         """Window j's bases see the memory (Focus tokens of windows j - h .. j - 1 - l, all of windows
-        < j - l without a horizon), the bases of the l windows before theirs (the exact local band, D11)
-        and their window causally; its Focus tokens see the memory, the band, their window's bases and
-        Focus tokens through the D3 masks. Each window is one fused multi-part attention call per stream
-        (no mask over the memory or the band)."""
+        < j - l without a horizon; with level 2 the fine entries from `fine_start` and the first
+        `coarse_count` pooled entries), the bases of the l windows before theirs (the exact local band,
+        D11) and their window causally; its Focus tokens see the memory, the band, their window's bases
+        and Focus tokens through the D3 masks. Each window is one fused multi-part attention call per
+        stream (no mask over the memory or the band)."""
         bb, fp = self.backbone, self.focus_proj[str(i)]
         q, kk, v = bb.qkv(i, bb.pre_norm(i, x), ordn.pos)
         has_focus = len(foc) > 0
         if has_focus:
             fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), foc.pos, fp)
             mask_fw, mask_ff = masks
+            if k2 is not None:  # every complete group's coarse entry, once per forward
+                ck, cv = self._pool(i, fk, fv, foc.pos, k2)
         W, m, n = lay.window, lay.focus_per_window, lay.length
         outs, fouts = [], []
         for j in range(lay.num_windows):
             s, e = j * W, min(n, (j + 1) * W)
-            lo = 0 if horizon_windows is None else max(0, j - horizon_windows) * m
-            hi = max(0, j - local) * m
+            lo, hi = fine_start(j, m, horizon_windows, k2), max(0, j - local) * m
             mem = [Part(fk[:, :, lo: hi], fv[:, :, lo: hi])] if has_focus and hi > lo else []
+            c = coarse_count(j, m, horizon_windows, k2) if has_focus and j and k2 is not None else 0
+            if c:
+                mem.insert(0, Part(ck[:, :, :c], cv[:, :, :c]))
             if local and j:
                 b0 = max(0, j - local) * W
                 mem.append(Part(kk[:, :, b0: s], v[:, :, b0: s]))
@@ -218,11 +270,15 @@ class FocusCore(nn.Module):
         B, n = tokens.shape
         toks, src = Layout(n, k, window).interleaved(tokens.device)
         is_f = toks.is_focus
-        ord_idx = torch.nonzero(~is_f).squeeze(1)
+        ord_idx, foc_idx = torch.nonzero(~is_f).squeeze(1), torch.nonzero(is_f).squeeze(1)
         sel = seq_mask(is_f, d)
         emb = seq_take(bb.embed(tokens), d, src.clamp(min=0))
         x = torch.where(sel, self._focus_input(len(toks), B), emb)
-        mask = visible(toks, toks, self.config.scope, self.config.horizon_windows(window), self.config.local)
+        h, k2 = self.config.horizon_windows(window), self._level2()
+        if k2 is None:
+            mask = visible(toks, toks, self.config.scope, h, self.config.local)
+        else:  # fine entries by group, and the coarse entries as extra key columns (level2.dense_masks)
+            mask = dense_masks(toks, self.config.scope, -(-window // k), h, k2, self.config.local)
         for i in bb.block_ids():
             h = bb.pre_norm(i, x)
             if bb.is_attention(i):
@@ -231,6 +287,9 @@ class FocusCore(nn.Module):
                 fq, fk, fv = bb.qkv(i, h, toks.pos, fp)
                 hsel = is_f[None, None, :, None]
                 q, kk, v = torch.where(hsel, fq, q), torch.where(hsel, fk, kk), torch.where(hsel, fv, v)
+                if k2 is not None:
+                    ck, cv = self._pool(i, kk[:, :, foc_idx], v[:, :, foc_idx], toks.pos[foc_idx], k2)
+                    kk, v = torch.cat([kk, ck], 2), torch.cat([v, cv], 2)
                 o = attend(q, kk, v, mask[None, None])
                 x = x + torch.where(sel, bb.attn_out(i, o, fp), bb.attn_out(i, o))
             else:
@@ -247,12 +306,14 @@ class FocusCore(nn.Module):
         at this call and stays fixed for the stream."""
         k, window = self._ratio(k, window)
         bb = self.backbone
-        st = FocusState(k=k, window=window, offset=check_stream_offset(offset, window),
+        offset = check_stream_offset(offset, window)
+        st = FocusState(k=k, window=window, offset=offset,
                         memory_pos=torch.zeros(0, dtype=torch.long, device=bb.device),
-                        horizon_windows=self.config.horizon_windows(window), local=self.config.local)
+                        horizon_windows=self.config.horizon_windows(window), level2=self._level2(),
+                        level2_pool=self.config.level2_pool, start_window=offset // window, local=self.config.local)
         for i in bb.block_ids():
             if bb.is_attention(i):
-                st.memory[i], st.window_kv[i], st.band_kv[i] = KVCache(), KVCache(), KVCache()
+                st.memory[i], st.window_kv[i], st.coarse[i], st.band_kv[i] = KVCache(), KVCache(), KVCache(), KVCache()
             else:
                 st.hyena[i] = bb.init_mixer_state(i, batch_size)
         return st
@@ -298,10 +359,11 @@ class FocusCore(nn.Module):
             if bb.is_attention(i):
                 q, kk, v = bb.qkv(i, h, positions)
                 win = st.window_kv[i]
-                # An ordinary base sees the memory, the exact band of the previous `local` windows, its
-                # window's earlier bases, and this chunk causally (DESIGN D3, D11); parts of one fused
-                # call, nothing concatenated.
-                past = [st.visible_memory(i)] + [c.view() for c in (st.band_kv[i], win) if c.length]
+                # An ordinary base sees the memory (coarse, then fine), the exact band of the previous `local`
+                # windows, its window's earlier bases, and this chunk causally (DESIGN D3, D11); parts of one
+                # fused call, nothing concatenated.
+                past = [c.view() for c in (st.coarse.get(i),) if c is not None and c.length]
+                past += [st.visible_memory(i)] + [c.view() for c in (st.band_kv[i], win) if c.length]
                 past = [Part(*kv) for kv in past if kv is not None]
                 o = attention_parts(q, [*past, Part(kk, v, CAUSAL)])
                 win.append(kk, v)
@@ -315,35 +377,40 @@ class FocusCore(nn.Module):
 
     def _compress_window(self, st: FocusState, batch: int) -> None:
         """Run the completed window's Focus tokens through every block (they see the same memory as
-        the window's bases); keep only their K/V, and drop the entries that leave the horizon."""
+        the window's bases); keep only their K/V, and drop the entries that leave the horizon (with
+        level 2, in whole groups, each pooled into one coarse entry)."""
         bb = self.backbone
         j = st.offset // st.window - 1
         dev = self.focus_embedding.device
         f_desc = focus_tokens([j], st.k, st.window, dev)
         mask_fw, mask_ff = _window_masks(st.k, st.window, self.config.scope, dev)
         f = self._focus_input(len(f_desc), batch)
-        keep = None if st.horizon_windows is None else st.horizon_windows * len(f_desc)
+        m, jr = len(f_desc), j - st.start_window  # window index within the stream
+        drop = fine_start(jr + 1, m, st.horizon_windows, st.level2) - fine_start(jr, m, st.horizon_windows, st.level2)
+        positions = torch.cat([st.memory_pos, f_desc.pos])
         for i in bb.block_ids():
             if bb.is_attention(i):
-                fp, mem, win, band = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.band_kv[i]
+                fp, mem, win, coarse = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.coarse[i]
+                band = st.band_kv[i]
                 fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), f_desc.pos, fp)
-                visible_mem = st.visible_memory(i)
-                parts = [Part(*visible_mem)] if visible_mem is not None else []
-                parts += [Part(*band.view())] if band.length else []
+                parts = [coarse.view()] if coarse.length else []
+                parts += [st.visible_memory(i)] + ([band.view()] if band.length else [])
+                parts = [Part(*kv) for kv in parts if kv is not None]
                 parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
                 f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
-                if keep is not None and mem.length > keep:
-                    mem.drop_oldest(mem.length - keep)
+                if drop and st.level2 is not None:
+                    old_k, old_v = mem.view()
+                    coarse.append(*self._pool(i, old_k[:, :, :drop], old_v[:, :, :drop], positions[:drop],
+                                              st.level2, st.level2_pool))
+                mem.drop_oldest(drop)
                 if st.local:  # the completed window's bases join the exact band; the oldest window leaves it
                     band.append(*win.view())
                     if band.length > st.local * st.window:
                         band.drop_oldest(band.length - st.local * st.window)
                 st.window_kv[i] = KVCache()
             f = bb.mlp_residual(i, f)
-        st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])
-        if keep is not None:
-            st.memory_pos = st.memory_pos[-keep:]
+        st.memory_pos = positions[drop:]
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -9,7 +9,8 @@ model's code (DESIGN D13, I6). What is Megatron's own lives here:
 * the Focus projections: per attention layer, Focus q/k/v (a `ColumnParallelLinear` shaped and
   partitioned like the base ``linear_qkv``: whole heads per rank) and Focus o (a `RowParallelLinear`
   like ``linear_proj``, bias included), initialised as copies of the base shards; the Focus
-  embedding is the (vocabulary-parallel, summed) embedding of ``FocusConfig.init_token``;
+  embedding is the (vocabulary-parallel, summed) embedding of ``FocusConfig.init_token``; the
+  level-2 queries (``FocusConfig.level2``) are per local head, [this rank's heads, hd];
 * rotary embeddings from Megatron's own frequencies (``rotary_pos_emb.inv_freq`` and
   ``seq_len_interpolation_factor``), angles exact at any absolute position;
 * the chunked Hyena mixer with carried state (featurizer and filter FIR tails, modal state) for this
@@ -164,6 +165,12 @@ class MegatronBackbone:
         q, k, v = mixed.view(N, B, sa.num_attention_heads_per_partition, 3 * self.head_dim).split(self.head_dim, -1)
         q, k, v = (t.permute(1, 2, 0, 3) for t in (q, k, v))
         return self._rotate(q, positions), self._rotate(k, positions), v
+
+    def attention_heads(self, i: int) -> tuple[int, int]:
+        return self.layers[i].self_attention.num_attention_heads_per_partition, self.head_dim
+
+    def rotate(self, i: int, t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self._rotate(t, positions)
 
     def attn_out(self, i: int, o: torch.Tensor, proj=None) -> torch.Tensor:
         sa = self.layers[i].self_attention
@@ -324,7 +331,12 @@ class NemoFocusModel(FocusCore):
             out[f"focus_proj.{i}.out_proj.weight"] = _gather(value(fp.linear_proj.weight), 1)
             if fp.linear_proj.bias is not None:
                 out[f"focus_proj.{i}.out_proj.bias"] = value(fp.linear_proj.bias).clone()
+        for i, q2 in self._level2_queries().items():  # [heads, hd], this rank's heads
+            out[f"level2_query.{i}"] = _gather(value(q2), 0)
         return out
+
+    def _level2_queries(self) -> dict:
+        return dict(self.level2_query.items()) if "level2_query" in self._modules else {}
 
     @torch.no_grad()
     def load_focus_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
@@ -343,6 +355,8 @@ class NemoFocusModel(FocusCore):
             want[f"focus_proj.{i}.out_proj.weight"] = (fp.linear_proj.weight, lambda t: t.chunk(size, 1)[rank])
             if fp.linear_proj.bias is not None:
                 want[f"focus_proj.{i}.out_proj.bias"] = (fp.linear_proj.bias, lambda t: t)
+        for i, q2 in self._level2_queries().items():
+            want[f"level2_query.{i}"] = (q2, lambda t: t.chunk(size, 0)[rank])
         missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
         if missing or unexpected:
             raise ValueError(f"load_focus_state_dict: tensors do not match the model (missing {missing}, "
@@ -363,6 +377,8 @@ class NemoFocusModel(FocusCore):
             shapes[f"focus_proj.{i}.out_proj.weight"] = (D, Hhd)
             if fp.linear_proj.bias is not None:
                 shapes[f"focus_proj.{i}.out_proj.bias"] = (D,)
+        for i in self._level2_queries():
+            shapes[f"level2_query.{i}"] = (self.num_heads, self.head_dim)
         return shapes
 
     # ------------------------------------------------------------------ adapter files
@@ -390,8 +406,11 @@ class NemoFocusModel(FocusCore):
         """
         from focus_nemo.focus.adapter import load_adapter
 
-        holder = _FullTensorView(self._full_shapes(), self.config, evo2_config)
+        holder = _FullTensorView(self._full_shapes(), self.config, evo2_config,
+                                 {str(i): (self.num_heads, self.head_dim) for i in self.focus_proj})
         meta = load_adapter(holder, path)
+        if any(n.startswith("level2_query.") for n in holder.tensors):
+            self.add_level2_queries()
         self.load_focus_state_dict(holder.tensors)
         self.config = holder.config
         return meta
@@ -400,10 +419,15 @@ class NemoFocusModel(FocusCore):
 class _FullTensorView:
     """Stands in for a FocusModel in `focus.adapter.load_adapter`: full-shape tensors to fill, config, base."""
 
-    def __init__(self, shapes: dict, config: FocusConfig, evo2_config) -> None:
+    def __init__(self, shapes: dict, config: FocusConfig, evo2_config, level2_shapes: dict) -> None:
         self.tensors = {n: torch.empty(s) for n, s in shapes.items()}
         self.config = config
         self.base = SimpleNamespace(config=evo2_config)
+        self._level2_shapes = level2_shapes  # block -> full (heads, hd) of a level-2 query
+
+    def add_level2_queries(self) -> None:
+        for i, shape in self._level2_shapes.items():
+            self.tensors.setdefault(f"level2_query.{i}", torch.zeros(shape))
 
     def focus_parameters(self) -> dict[str, torch.Tensor]:
         return self.tensors

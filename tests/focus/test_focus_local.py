@@ -141,3 +141,29 @@ def test_local_config_validation_and_round_trip():
     del old["local"]
     assert FocusConfig.from_dict(old).local == 0  # files written before the option read as the paper's scheme
 
+
+
+@pytest.mark.parametrize("pool", ["mean", "trained"])
+def test_I2_with_local_band_and_second_level(pool):
+    """Band, horizon and second level together: one pass == streaming == dense, and the band still changes
+    the logits; a horizon that does not reach past the band is refused by name."""
+    k, W, H, k2 = 4, 16, 48, 3
+    fm = FocusModel(stressed_model("SDH*S*", seed=5),
+                    FocusConfig(k=k, window=W, horizon=H, local=1, level2=k2, level2_pool=pool))
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for p in fm.focus_parameters().values():
+            p.add_(0.1 * (p.abs().mean() + 0.1) * torch.randn(p.shape, generator=g))
+    fm.eval()
+    tokens = dna_tokens(2, 200, seed=8)
+    with torch.no_grad():
+        one = fm(tokens)
+        assert maxdiff(one, fm.forward_dense(tokens)) <= TOL
+        for chunk in (5, W, 10_000):
+            state = fm.init_state(2)
+            assert maxdiff(one, torch.cat(list(fm.stream(tokens, chunk, state=state)), 1)) <= TOL, chunk
+        assert set(state.band_entries().values()) == {W} and all(v > 0 for v in state.coarse_entries().values())
+        fm.config.local = 0
+        assert maxdiff(one[:, W:], fm(tokens)[:, W:]) > 1e-4
+    with pytest.raises(ValueError, match="FocusConfig.level2: the horizon \\(16 bases\\) must reach past the local"):
+        FocusConfig(k=k, window=W, horizon=16, local=1, level2=k2)

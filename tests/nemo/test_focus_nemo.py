@@ -169,6 +169,27 @@ def _worker_stream(args) -> None:
     build.teardown()
 
 
+def _worker_level2(args) -> None:
+    """The adapter (with level-2 queries and a level-2 config) loaded at this TP size: one pass,
+    dense reference and streaming with second-level entries, and the gathered queries."""
+    from focus_nemo.nemo import build
+
+    cfg, fm = _build(args)
+    fm.load_adapter(args.focus, cfg)
+    length, k, w = STREAM_CASE
+    tokens = acgt_tokens(2, length, seed=11)
+    with torch.no_grad():
+        out = {"tp": torch.distributed.get_world_size(), "config": fm.config.to_dict(), "onepass": fm(tokens),
+               "dense": fm.forward_dense(tokens), "sd": fm.focus_state_dict(),
+               "local_query": {i: tuple(p.shape) for i, p in fm.level2_query.items()}}
+        state = fm.init_state(2)
+        out["stream"] = torch.cat(list(fm.stream(tokens, STREAM_CHUNKS[1], state=state)), 1)
+        out["memory"], out["coarse"] = state.memory_entries(), state.coarse_entries()
+    if torch.distributed.get_rank() == 0:
+        torch.save(out, args.out)
+    build.teardown()
+
+
 def _worker_train(args) -> None:
     from focus_nemo.nemo import build
 
@@ -206,14 +227,15 @@ def _worker_train(args) -> None:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(description="Run NemoFocusModel on the test cases and save the results.")
-    parser.add_argument("mode", choices=["onepass", "stream", "train"])
+    parser.add_argument("mode", choices=["onepass", "stream", "train", "level2"])
     parser.add_argument("--evo2-weights", required=True)
     parser.add_argument("--focus", required=True, help="full Focus tensors (FocusModel.focus_parameters())")
     parser.add_argument("--out", required=True)
     parser.add_argument("--adapter", help="adapter directory to write (train mode)")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
-    {"onepass": _worker_onepass, "stream": _worker_stream, "train": _worker_train}[args.mode](args)
+    {"onepass": _worker_onepass, "stream": _worker_stream, "train": _worker_train,
+     "level2": _worker_level2}[args.mode](args)
 
 
 # --------------------------------------------------------------------------- pytest side
@@ -291,6 +313,50 @@ def test_nemo_focus_onepass_equals_focus_model(tp, tmp_path):
                 fm.config.scope = "window"  # (by ~1e-2 here; the two models agree to ~1e-6)
                 assert rel_diff(fm(tokens, k=k, window=w), ref) > 10 * REL_TOL
                 fm.config.scope = "kmer"
+
+
+def test_nemo_focus_level2_tp2_equals_focus_model(tmp_path):
+    """A second level of Focus memory (D12) on the Megatron backbone at TP=2: the adapter's level-2
+    queries are sharded by head, and one pass, dense reference and streaming equal FocusModel's."""
+    from conftest import require_nemo, run_worker, stressed_model
+
+    from focus_nemo.focus import FocusConfig, FocusModel
+
+    require_nemo()
+    length, k, w = STREAM_CASE
+    k2 = 3  # m = 4 entries per window: groups straddle windows
+    fm = FocusModel(stressed_model(pattern=PATTERN, seed=3),
+                    FocusConfig(k=k, window=w, horizon=STREAM_HORIZON, level2=k2)).eval()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for n, p in fm.focus_parameters().items():
+            p.add_(torch.randn(p.shape, generator=g) * (5.0 if n.startswith("level2_query.") else 0.05 * p.std()))
+    run_worker(__file__, "level2", *_save_inputs(fm, tmp_path, adapter=True), "--out", str(tmp_path / "nemo.pt"),
+               nproc=2, timeout=600)
+    out = torch.load(tmp_path / "nemo.pt", weights_only=True)
+    assert out["tp"] == 2 and out["config"] == fm.config.to_dict()
+    heads, hd = fm.base.config.num_heads, fm.base.config.head_dim
+    attention = [i for i, c in enumerate(PATTERN) if c == "*"]
+    assert out["local_query"] == {str(i): (heads // 2, hd) for i in attention}
+    for n, p in fm.focus_parameters().items():  # full tensors, level-2 queries included, round-trip the shards
+        assert torch.equal(out["sd"][n], p.detach()), n
+    tokens = acgt_tokens(2, length, seed=11)
+    with torch.no_grad():
+        ref = fm(tokens)
+        fm.config.level2_pool = "mean"
+        mean = fm(tokens)
+        fm.config.level2 = None
+        horizon_only = fm(tokens)
+    # The second level matters (5e-2), and so do the trained queries, if little in this tiny model (1.2e-4):
+    # the tolerance is tighter than REL_TOL so that a wrong head sharding of the queries cannot pass.
+    tol = 1e-5
+    assert rel_diff(horizon_only, ref) > 1000 * tol and rel_diff(mean, ref) > 10 * tol
+    for name in ("onepass", "dense", "stream"):
+        assert rel_diff(out[name], ref) <= tol, (name, rel_diff(out[name], ref))
+    m, done = -(-w // k), length // w  # 3 completed windows, horizon 1 window: fine [3, 12), 1 coarse entry
+    lo = (done - STREAM_HORIZON // w) * m // k2 * k2
+    assert out["memory"] == {i: done * m - lo for i in attention}
+    assert out["coarse"] == {i: lo // k2 for i in attention}
 
 
 def _nemo_focus_names(full_names) -> list[str]:
