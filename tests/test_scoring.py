@@ -414,6 +414,22 @@ def test_horizon_option_bounds_memory_and_is_recorded(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([*args, "--out", str(tmp_path / "h32"), "--horizon", "48", "--resume"])
     assert "horizon" in str(e.value.code)
+    # By default an adapter's own horizon, local band and second level are used and recorded; a second
+    # level without a horizon is refused by name.
+    fm_a, _, _ = load_scoring_model("random:tiny", None, k=4, window=16, horizon=None)
+    fm_a.config.horizon, fm_a.config.level2, fm_a.config.local = 48, 2, 1
+    fm_a.add_level2_queries()
+    adapter = fm_a.save_adapter(tmp_path / "adapter")
+    own = ["--fasta", str(fasta), "--checkpoint", "random:tiny", "--adapter", str(adapter), "--no-progress"]
+    cli.main([*own, "--out", str(tmp_path / "own")])
+    settings = json.loads((tmp_path / "own" / "manifest.json").read_text())["settings"]
+    got = (settings["horizon"], settings["local"], settings["level2"], settings["level2_pool"])
+    assert got == (48, 1, 2, "trained")
+    np.testing.assert_allclose(load_scores(tmp_path / "own" / "chrH.npz")[0], reference_scores(fm_a, seq), atol=2e-5,
+                               equal_nan=True)
+    with pytest.raises(SystemExit) as e:
+        cli.main([*own, "--out", str(tmp_path / "own_none"), "--horizon", "none"])
+    assert "FocusConfig.level2: 2 needs a horizon" in str(e.value.code)
     with pytest.raises(SystemExit) as e:
         cli.main([*args, "--out", str(tmp_path / "bad"), "--horizon", "24"])
     assert "FocusConfig.horizon: 24 is not a multiple of the window 16" in str(e.value.code)

@@ -105,7 +105,7 @@ def _broadcast(obj):
 
 def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
                           window: int | None = None, dtype: str = "float32", tensor_parallel: int | None = None,
-                          horizon: int | str | None = None):
+                          horizon: int | str | None = "adapter"):
     """A `NemoFocusModel` holding this rank's shards, and the (k, W) to stream with (collective).
 
     Args:

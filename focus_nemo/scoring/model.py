@@ -55,7 +55,10 @@ def model_settings(fm, k: int, window: int) -> dict:
         "k": k,
         "window": window,
         "scope": fm.config.scope,
-        **({} if fm.config.horizon is None else {"horizon": fm.config.horizon}),
+        # run-time memory settings, recorded when they differ from the paper's scheme (older runs lack them)
+        **{name: getattr(fm.config, name) for name, off in (("horizon", None), ("local", 0), ("level2", None))
+           if getattr(fm.config, name, off) != off},
+        **({"level2_pool": fm.config.level2_pool} if getattr(fm.config, "level2", None) is not None else {}),
         "dtype": str(p.dtype).removeprefix("torch."),
     }
 
@@ -69,24 +72,31 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--adapter", default="embedded", help="embedded, none (untrained) or an adapter directory")
     parser.add_argument("--k", type=int, help="bases per Focus token (default: the adapter's)")
     parser.add_argument("--window", type=int, help="window W in bases (default: the adapter's)")
-    parser.add_argument("--horizon", type=_horizon_type(), default=AUTO,
+    parser.add_argument("--horizon", type=_horizon_type(), default=ADAPTER_HORIZON,
                         help="bases of Focus memory each window sees: auto (the base model's trained context), "
-                        "none (unbounded, the paper's scheme) or a multiple of the window")
+                        "none (unbounded, the paper's scheme) or a multiple of the window; default: the "
+                        "adapter's horizon when it records one, else auto")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+ADAPTER_HORIZON = "adapter"  # --horizon's default: the adapter's horizon, else "auto"
+
+
 def _horizon_type():
     from focus_nemo import cli
 
-    return cli.checked(parse_horizon)
+    def horizon(text: str):
+        return ADAPTER_HORIZON if text == ADAPTER_HORIZON else parse_horizon(text)
+
+    return cli.checked(horizon)
 
 
 def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embedded", k: int | None = None,
                        window: int | None = None, dtype: str = "float32", device: str = "cpu",
-                       config: str | None = None, horizon: int | str | None = None):
+                       config: str | None = None, horizon: int | str | None = ADAPTER_HORIZON):
     """A FocusModel for scoring and the (k, W) to stream with.
 
     With an adapter, k and W default to the adapter's; without one (`adapter=None`: Focus projections
@@ -104,12 +114,17 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
 
 
 def set_scoring_horizon(fm, horizon, evo2_config, window: int) -> None:
-    """Give `fm` the Focus horizon to stream with (`FocusConfig.horizon`; not a trained setting, so
-    it replaces the adapter's): None, ``"auto"`` (`default_horizon` of `evo2_config` at `window`) or bases."""
+    """Give `fm` the Focus horizon to stream with (`FocusConfig.horizon`, a run-time setting): None,
+    ``"auto"`` (`default_horizon` of `evo2_config` at `window`), bases, or `ADAPTER_HORIZON` (the
+    adapter's own horizon when it records one, else ``"auto"``). A second level needs a horizon: its
+    absence is refused by name (`FocusConfig.level2_size`)."""
     import copy
 
+    if horizon == ADAPTER_HORIZON:
+        horizon = fm.config.horizon if fm.config.horizon is not None else AUTO
     config = copy.copy(fm.config)
     config.horizon = horizon_for(horizon, evo2_config, window)
+    config.level2_size()
     fm.config = config
 
 
