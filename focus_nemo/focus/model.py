@@ -309,7 +309,7 @@ class FocusCore(nn.Module):
                 mem.append(fk, fv)
                 if keep is not None and mem.length > keep:
                     mem.drop_oldest(mem.length - keep)
-                st.window_kv[i] = KVCache()
+                win.drop_oldest(win.length)  # the next window appends into the same buffers
             f = bb.mlp_residual(i, f)
         st.memory_pos = torch.cat([st.memory_pos, f_desc.pos])
         if keep is not None:
