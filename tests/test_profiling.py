@@ -142,6 +142,7 @@ def test_recipe_writes_csv_json_markdown_and_plot(recipe_run):
     assert [(r["method"], int(r["length"]), r["status"]) for r in rows] == [
         (m, n, "ok") for m in ("focus", "full", "truncation") for n in LENGTHS]
     assert all(float(r["seconds"]) > 0 and int(r["peak_rss_growth_bytes"]) >= 0 for r in rows)
+    assert all(0 < float(r["cpu_seconds"]) for r in rows)
     assert all(r["peak_gpu_bytes"] == "" and r["device"] == "cpu" for r in rows)
     data = json.loads(paths["json"].read_text())
     assert data["config"]["k"] == K and data["config"]["window"] == W and data["config"]["chunk_size"] == CHUNK

@@ -21,7 +21,7 @@ PRIOR_EXPONENT = {"focus": 1.5, "focus_h": 1.0, "full": 2.0, "truncation": 1.0}
 measured it uses the larger of this and their measured slope."""
 
 
-CSV_COLUMNS = ("method", "length", "status", "seconds", "bases_per_s", "predicted_seconds",
+CSV_COLUMNS = ("method", "length", "status", "seconds", "cpu_seconds", "bases_per_s", "predicted_seconds",
                "peak_rss_growth_bytes", "peak_gpu_bytes", "peak_gpu_growth_bytes", "attention_state_bytes",
                "hyena_state_bytes", "focus_memory_entries_per_attention_block", "device", "dtype", "checkpoint",
                "k", "window", "chunk_size", "horizon", "note")

@@ -79,18 +79,19 @@ def markdown_table(result: ProfileResult) -> str:
     if result.command:
         lines.append(f"Command: `{result.command}`")
     peak = "peak GPU growth MiB" if gpu else "peak RSS growth MiB"
-    lines += ["", f"| method | length | time s | bases/s | {peak} | attention state MiB | Hyena state MiB |"
-              " time / full | attention state / full |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"| method | length | time s | CPU s | bases/s | {peak} | attention state MiB | Hyena state MiB |"
+              " time / full | attention state / full |", "|---|---|---|---|---|---|---|---|---|---|"]
     ok = {(r["method"], r["length"]): r for r in result.rows if r["status"] == "ok"}
     col = memory_column(cfg.device)
     for r in result.rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {r['length']:,} | {r['status']}: {r.get('note', '')} | | | | | | |")
+            lines.append(f"| {r['method']} | {r['length']:,} | {r['status']}: {r.get('note', '')} | | | | | | | |")
             continue
         ref = ok.get(("full", r["length"]))
         tr = f"{r['seconds'] / ref['seconds']:.3f}" if ref else "-"
         sr = f"{r['attention_state_bytes'] / ref['attention_state_bytes']:.4f}" if ref else "-"
-        lines.append(f"| {r['method']} | {r['length']:,} | {r['seconds']:.2f} | {r['bases_per_s']:,.0f} | "
+        cpu = f"{r['cpu_seconds']:.2f}" if r.get("cpu_seconds") is not None else "-"
+        lines.append(f"| {r['method']} | {r['length']:,} | {r['seconds']:.2f} | {cpu} | {r['bases_per_s']:,.0f} | "
                      f"{mib(r.get(col))} | {mib(r['attention_state_bytes'])} | {mib(r['hyena_state_bytes'])} | "
                      f"{tr} | {sr} |")
     lines += ["", f"Fitted exponents (least squares on log-log over the measured lengths >= "

@@ -156,7 +156,8 @@ def measure(cfg: ProfileConfig, method: str, length: int) -> dict:
     finally:
         if cfg.is_cuda and torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {**row, "status": "ok", "seconds": t.seconds, "bases_per_s": length / t.seconds,
+    return {**row, "status": "ok", "seconds": t.seconds, "cpu_seconds": t.cpu_seconds,
+            "bases_per_s": length / t.seconds,
             "peak_rss_growth_bytes": t.peak_extra_bytes, "peak_gpu_bytes": t.gpu_peak_bytes,
             "peak_gpu_growth_bytes": t.gpu_peak_extra_bytes, **sizes,
             "note": "" if t.rss_reset else "peak RSS not resettable here: peak since process start"}
@@ -232,6 +233,7 @@ def format_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"{head}  {row['status']}: {row.get('note', '')}"
     gpu = f"  GPU +{mib(row['peak_gpu_growth_bytes'])} MiB" if row.get("peak_gpu_growth_bytes") is not None else ""
-    return (f"{head}  {row['seconds']:9.2f} s  {row['bases_per_s']:>10,.0f} bases/s  "
+    cpu = f" (CPU {row['cpu_seconds']:.2f} s)" if row.get("cpu_seconds") is not None else ""
+    return (f"{head}  {row['seconds']:9.2f} s{cpu}  {row['bases_per_s']:>10,.0f} bases/s  "
             f"RSS +{mib(row['peak_rss_growth_bytes'])} MiB{gpu}  "
             f"attention state {mib(row['attention_state_bytes'])} MiB  Hyena {mib(row['hyena_state_bytes'])} MiB")
