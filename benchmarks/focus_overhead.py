@@ -230,9 +230,9 @@ def markdown(p: dict) -> str:
         f"dispatch more than its arithmetic), and the loop's own work, {per_window_ms['rest']:.1f} ms per window "
         "(merging the attention parts by log-sum-exp, the chunk's logits, the Focus token descriptors). In all, "
         f"FOCUS runs {ops_extra:,.0f} more operator calls per window than truncation.",
-        "- No host synchronisation per window on either path (there were two `aten::item` per window, the "
-        "vocabulary check's min and max of the tokens on the model's device, on both paths): the streamed tokens "
-        "stay on the host until the "
+        "- No host synchronisation per window on either path (there were two `aten::item` per window on both: "
+        "the vocabulary check read the tokens' min and max back from the model's device, a synchronisation on a "
+        "GPU): the streamed tokens stay on the host until the "
         "model moves them, so their vocabulary check reads host memory; the memory appends into spare capacity "
         "of one buffer per block and the attention reads views of it (no concatenation of the memory).",
     ]
