@@ -1,7 +1,10 @@
-"""Time and memory vs sequence length: FOCUS streaming vs full KV cache vs fixed-window truncation.
+"""Time and memory vs sequence length: FOCUS streaming (with and without a horizon) vs full KV cache vs
+fixed-window truncation.
 
 Usage:
     python recipes/profile_memory.py --lengths 1k,4k,16k,64k --budget 60          # CPU, embedded model
+    python recipes/profile_memory.py --checkpoint random:tiny --horizon 256k --methods focus_h,focus,truncation \
+        --lengths 512k,1M,2M,4M,8M --max-length focus=2M,truncation=2M --threads 1
     python recipes/profile_memory.py --checkpoint random:7b --dtype bf16 --device cuda \\
         --lengths 1k,16k,256k,1M --out runs/profile_7b
 
@@ -34,6 +37,7 @@ def main(argv: list[str] | None = None) -> ProfileResult:
     sequence = describe_sequence(a.random, a.seed)
     print(f"sequence: {sequence}", flush=True)
     rows = profile(cfg, a.methods, a.lengths, budget=a.budget, log=lambda line: print(line, flush=True),
+                   max_lengths=a.max_length,
                    isolate=a.isolation == "process" or (a.isolation == "auto" and not cfg.is_cuda))
     command = shlex.join(["python", "recipes/profile_memory.py", *(sys.argv[1:] if argv is None else argv)])
     result = ProfileResult(cfg, rows, budget=a.budget, fit_min_length=a.fit_min_length, machine=info,

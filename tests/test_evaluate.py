@@ -242,6 +242,54 @@ def test_evaluate_sequence_focus_local_is_focus_with_the_band_and_paired_with_fo
     assert pairs == {"focus - truncation", "focus_local - truncation", "focus_local - focus"}
 
 
+def test_evaluate_sequence_with_a_horizon_bounds_focus_and_the_sliding_span():
+    torch.manual_seed(0)
+    fm = FocusModel(stressed_model(), FocusConfig(k=8, window=32, horizon=64)).eval()  # two windows of memory
+    raw = dna_tokens(1, 161, seed=6)[0].numpy().astype(np.uint8)
+    rows, _ = evaluate_sequence(fm, _seq(raw), [8], 32, ["focus", "sliding"], bins=4)
+    by = {(r["method"], r["k"]): r for r in rows}
+    # 160 inputs: 4 completed windows before the last one, of which the horizon keeps 2
+    assert by[("focus", 8)]["attention_budget"] == by[("sliding", 8)]["attention_budget"] == 32 + 4 * 2
+    assert sliding_span(160, 8, 32, 2) == 32 + 4 * 2 < sliding_span(160, 8, 32) == 32 + 4 * 4
+    assert attention_budget("focus", 160, 8, 32, 2) == 40 and attention_budget("full", 160, 8, 32, 2) == 160
+    x = torch.from_numpy(raw[:-1].astype(np.int64))[None]
+    bounded, unbounded = fm(x), FocusModel(fm.base, FocusConfig(k=8, window=32)).eval()(x)
+    y = x.new_tensor(raw[1:].astype(np.int64))[None]
+    bits = F.cross_entropy(bounded[0, 32:], y[0, 32:]).item() / LN2
+    assert by[("focus", 8)]["bits"] == pytest.approx(bits, rel=1e-5)  # the forward with the horizon
+    assert not torch.allclose(bounded[:, 96:], unbounded[:, 96:])  # the horizon matters past 2 windows
+
+
+def test_eval_config_horizon_is_resolved_and_checked():
+    from focus_nemo.evo2 import Evo2Config
+
+    tiny = Evo2Config.preset("tiny")
+    assert EvalConfig().focus_horizon(tiny, 1024, None) is None  # default: the adapter's
+    assert EvalConfig().focus_horizon(tiny, 1024, 4096) == 4096
+    assert EvalConfig(horizon="none").focus_horizon(tiny, 1024, 4096) is None
+    assert EvalConfig(horizon="8192").focus_horizon(tiny, 1024, None) == 8192
+    assert EvalConfig(horizon="auto").focus_horizon(tiny, 1024, None) == (tiny.max_seqlen // 1024 - 1) * 1024
+    with pytest.raises(ValueError, match="EvalConfig.horizon"):
+        EvalConfig(horizon="soon")
+    with pytest.raises(ValueError, match="EvalConfig.horizon.*multiple of the window"):
+        EvalConfig(horizon="1000").focus_horizon(tiny, 1024, None)
+    assert config_from_hydra(_compose("horizon=262144")).horizon == "262144"
+
+
+def test_recipe_runs_with_a_horizon(tmp_path):
+    import json
+
+    cfg = _tiny_config(tmp_path / "h", plots=False)
+    cfg.horizon = "64"  # one window of memory at W = 64
+    evaluate(cfg)
+    assert json.loads((tmp_path / "h" / "config.json").read_text())["horizon_used"] == 64
+    with open(tmp_path / "h" / "sequences.csv") as f:
+        rows = list(csv.DictReader(f))
+    # 160 inputs, W = 64: 2 completed windows before the last, the horizon keeps 1
+    assert {int(r["attention_budget"]) for r in rows if r["method"] in ("focus", "sliding") and r["k"] == "8"} == {
+        64 + 8}
+
+
 # ------------------------------------------------------------------------------------------ config and recipe
 def _compose(*overrides):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -17,6 +17,7 @@ import torch
 
 from focus_nemo.evo2 import Evo2Config
 from focus_nemo.focus import FocusConfig
+from focus_nemo.focus.config import default_horizon
 from focus_nemo.loading import load_focus_model
 from focus_nemo.profiling import (
     CSV_COLUMNS,
@@ -25,8 +26,10 @@ from focus_nemo.profiling import (
     fit_power_law,
     isolated,
     measure,
+    method_label,
     parse_length,
     parse_lengths,
+    parse_max_lengths,
     parse_methods,
     predict_seconds,
     profile,
@@ -72,6 +75,7 @@ def test_parse_length_units():
 
 def test_parse_methods():
     assert parse_methods("truncation,focus") == ["truncation", "focus"]
+    assert parse_methods("focus_h") == ["focus_h"]
     with pytest.raises(ValueError, match="full_kv"):
         parse_methods("focus,full_kv")
 
@@ -138,6 +142,7 @@ def test_recipe_writes_csv_json_markdown_and_plot(recipe_run):
     assert [(r["method"], int(r["length"]), r["status"]) for r in rows] == [
         (m, n, "ok") for m in ("focus", "full", "truncation") for n in LENGTHS]
     assert all(float(r["seconds"]) > 0 and int(r["peak_rss_growth_bytes"]) >= 0 for r in rows)
+    assert all(0 < float(r["cpu_seconds"]) for r in rows)
     assert all(r["peak_gpu_bytes"] == "" and r["device"] == "cpu" for r in rows)
     data = json.loads(paths["json"].read_text())
     assert data["config"]["k"] == K and data["config"]["window"] == W and data["config"]["chunk_size"] == CHUNK
@@ -193,6 +198,74 @@ def test_focus_formula_with_two_attention_blocks_and_bf16():
     assert row["status"] == "ok", row
     completed, part = divmod(n, W)
     assert row["attention_state_bytes"] == n_attn * (completed * math.ceil(W / K) + part) * per_entry
+
+
+# ---------------------------------------------------------------------- focus_h: FOCUS with a horizon
+H = 2 * W  # two windows of Focus memory: ceil(W/K) = 10 entries each
+
+
+@pytest.fixture(scope="module")
+def horizon_run(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location("profile_memory_recipe_h", RECIPE)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    out = tmp_path_factory.mktemp("profile_h")
+    argv = ["--checkpoint", "random:tiny", "--lengths", ",".join(map(str, (*LENGTHS, 2048))),
+            "--methods", "focus_h,focus,truncation", "--horizon", str(H), "--max-length", "focus=1024,truncation=256",
+            "--k", str(K), "--window", str(W), "--chunk-size", str(CHUNK), "--threads", "1", "--isolation", "none",
+            "--fit-min-length", "256", "--out", str(out), "--name", "tiny_h"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = recipe.main(argv)
+    return result, out
+
+
+def test_focus_h_attention_state_is_bounded_by_the_horizon(horizon_run):
+    result, _ = horizon_run
+    n_attn, per_entry = entry_bytes("tiny")
+    by = rows_by(result)
+    bound = (H // W) * math.ceil(W / K)  # Focus entries per attention block, whatever the length
+    for n in (*LENGTHS, 2048):
+        row = by[("focus_h", n)]
+        assert row["status"] == "ok", row
+        completed, part = divmod(n, W)
+        entries = min(completed, H // W) * math.ceil(W / K)
+        assert row["focus_memory_entries_per_attention_block"] == entries <= bound
+        assert row["attention_state_bytes"] == n_attn * (entries + part) * per_entry
+        assert row["attention_state_bytes"] <= n_attn * (bound + W) * per_entry
+        assert row["horizon"] == H
+    # below the horizon focus_h is focus; beyond it focus keeps every entry
+    assert by[("focus_h", 256)]["attention_state_bytes"] == by[("focus", 256)]["attention_state_bytes"]
+    assert by[("focus", 1024)]["focus_memory_entries_per_attention_block"] == (1024 // W) * math.ceil(W / K) > bound
+    assert result.fits()["focus_h"]["attention_state"].exponent < 0.2  # state flat in the length
+
+
+def test_focus_h_rows_appear_in_csv_json_markdown_and_plot(horizon_run):
+    result, out = horizon_run
+    with open(out / "tiny_h.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], int(r["length"])) for r in rows] == [
+        ("focus_h", 256), ("focus_h", 1024), ("focus_h", 2048), ("focus", 256), ("focus", 1024), ("truncation", 256)]
+    assert [r["horizon"] for r in rows] == [str(H)] * 3 + [""] * 3
+    data = json.loads((out / "tiny_h.json").read_text())
+    assert data["config"]["horizon"] == H and "focus_h" in data["fits"]
+    md = (out / "tiny_h.md").read_text()
+    assert "| focus_h | 2,048 |" in md and "| focus | 1,024 |" in md and "| focus | 2,048 |" not in md
+    assert f"horizon of {H:,} bases (2 windows: at most 20 Focus entries per attention block" in md
+    assert method_label(result, "focus_h") == f"focus_h (horizon {H:,})"
+    assert (out / "tiny_h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_focus_h_horizon_auto_and_bad_horizons():
+    row = measure(tiny(), "focus_h", 256)  # default horizon: auto, the base's trained context
+    assert row["status"] == "ok", row
+    assert row["horizon"] == default_horizon(Evo2Config.preset("tiny"), W)
+    with pytest.raises(ValueError, match="not a multiple of the window"):
+        tiny(horizon=W + 1)
+    with pytest.raises(ValueError, match="focus_h needs a horizon"):
+        tiny(horizon=None)
+    with pytest.raises(ValueError, match="method=length"):
+        parse_max_lengths("focus2M")
+    assert parse_max_lengths("focus=2M, truncation=1k") == {"focus": 2 * 2**20, "truncation": 1024}
 
 
 # ---------------------------------------------------------------------- budget, failures, isolation

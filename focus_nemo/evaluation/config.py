@@ -31,6 +31,9 @@ class EvalConfig:
     num_sequences: int = 24  # per source and length
     ks: list[int] = field(default_factory=lambda: [25, 50, 100, 200])
     window: int | None = None  # None: the adapter's W
+    # Focus memory a window sees (FocusConfig.horizon): None keeps the adapter's; "none" (every Focus entry),
+    # "auto" (the base model's trained context) or a number of bases (a multiple of the window)
+    horizon: str | None = None
     methods: list[str] = field(default_factory=lambda: ["focus", "truncation", "sliding"])
     seed: int = 0
     rc_prob: float = 0.5
@@ -55,6 +58,13 @@ class EvalConfig:
         bad = sorted(set(self.methods) - set(METHODS[1:]))
         if bad:
             raise ValueError(f"EvalConfig.methods: {bad} not among {list(METHODS[1:])}")
+        if self.horizon is not None:
+            from focus_nemo.focus.config import parse_horizon
+
+            try:
+                parse_horizon(str(self.horizon))
+            except ValueError as e:
+                raise ValueError(f"EvalConfig.horizon: {e}") from None
         if not 0.0 <= self.rc_prob <= 1.0:
             raise ValueError(f"EvalConfig.rc_prob: must be in [0, 1], got {self.rc_prob}")
         if self.position_bins < 1:
@@ -84,6 +94,17 @@ class EvalConfig:
                              f"first window are identical for every method, so nothing would be scored")
         if self.position_bins > window:
             raise ValueError(f"EvalConfig.position_bins: {self.position_bins} > window {window}")
+
+    def focus_horizon(self, evo2_config, window: int, current: int | None) -> int | None:
+        """The horizon (bases or None) evaluation runs FOCUS with: `current` (the adapter's) when
+        `horizon` is None, else `horizon` resolved for the base model at `window` (errors name the field)."""
+        from focus_nemo.focus.config import horizon_for, parse_horizon
+
+        try:
+            value = current if self.horizon is None else parse_horizon(str(self.horizon))
+            return horizon_for(value, evo2_config, window)
+        except ValueError as e:
+            raise ValueError(f"EvalConfig.horizon: {e}") from None
 
 
 def config_from_hydra(cfg) -> EvalConfig:

@@ -54,10 +54,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     fm = load_focus_model(checkpoint, cfg.adapter, dtype=cfg.model.dtype, device=cfg.device, config=cfg.model.config)
     window = cfg.window or fm.config.window
     cfg.check_window(window)
-    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window}, indent=2))
+    horizon = cfg.focus_horizon(fm.base.config, window, fm.config.horizon)
+    fm.config.horizon = horizon  # checked against the window in use (k and W are passed per forward)
+    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon},
+                                                indent=2))
     sequences = sample_sequences(cfg)
-    log.info("evaluating %d sequences from %s at k=%s, W=%d", len(sequences),
-             ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window)
+    log.info("evaluating %d sequences from %s at k=%s, W=%d, horizon %s", len(sequences),
+             ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window, horizon or "none")
     rows: list[dict] = []
     profiles: dict[tuple, Profile] = {}
     with Progress(TextColumn("[bold]evaluate[/]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

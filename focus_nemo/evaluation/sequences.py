@@ -26,21 +26,25 @@ from focus_nemo.evaluation.metrics import (
 from focus_nemo.focus.loss import split_case
 
 
-def sliding_span(length: int, k: int, window: int) -> int:
+def sliding_span(length: int, k: int, window: int, horizon_windows: int | None = None) -> int:
     """Attention span of the sliding-window baseline for `length` input bases: W + ceil(W/k) * J,
-    J = (length - 1) // W completed windows before the last base's window (the FOCUS budget)."""
-    return window + -(-window // k) * ((length - 1) // window)
+    J = (length - 1) // W completed windows before the last base's window, at most `horizon_windows`
+    of them (FOCUS with a horizon; None: all) (the FOCUS budget)."""
+    completed = (length - 1) // window
+    if horizon_windows is not None:
+        completed = min(completed, horizon_windows)
+    return window + -(-window // k) * completed
 
 
-def attention_budget(method: str, length: int, k: int, window: int) -> int:
+def attention_budget(method: str, length: int, k: int, window: int, horizon_windows: int | None = None) -> int:
     """Most key/value entries per attention block a method holds while reading `length` bases."""
     if method == "full":
         return length
     if method == "truncation":
         return min(window, length)
     if method == "focus_local":  # the exact band of the previous window on top of FOCUS's memory
-        return sliding_span(length, k, window) + min(window, max(0, length - window))
-    return sliding_span(length, k, window)  # focus and sliding
+        return sliding_span(length, k, window, horizon_windows) + min(window, max(0, length - window))
+    return sliding_span(length, k, window, horizon_windows)  # focus and sliding
 
 
 @dataclass
@@ -117,10 +121,15 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
                       bins: int) -> tuple[list[dict], dict[tuple[int | None, str], Profile]]:
     """Per-sequence metric means for every (method, k) and their position profiles.
 
+    FOCUS runs with the model's horizon (``fm.config.horizon``: its one-pass forward takes at most
+    horizon/W windows of Focus keys per window, linear in the length), and the sliding baseline's span
+    is the same budget.
+
     Returns:
         (rows with the `SEQUENCE_COLUMNS` fields, {(k or None, method): Profile}); ``full`` and
         ``truncation`` do not depend on k and have k None.
     """
+    h = fm.config.horizon_windows(window)
     dev = fm.focus_embedding.device
     raw = torch.from_numpy(seq.raw.astype(np.int64))[None].to(dev)
     tokens, _ = split_case(raw, 1.0)
@@ -148,7 +157,7 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
         per["bits_delta"] = bits - bits_full
         row = {"sequence_id": seq.sequence_id, "source": seq.source, "chrom": seq.chrom, "start": seq.start,
                "end": seq.end, "strand": seq.strand, "length": L, "k": "" if k is None else k, "method": method,
-               "attention_budget": attention_budget(method, L, k or ks[0], window), "positions": int(scored.sum()),
+               "attention_budget": attention_budget(method, L, k or ks[0], window, h), "positions": int(scored.sum()),
                "bits": float(bits.mean())}
         row.update({m: float(per[m].mean()) for m in ("bits_delta",) + METRICS})
         vals = np.stack([np.ones(len(pos))] + [per[m].cpu().numpy() for m in PROFILE_METRICS], 1)
@@ -166,7 +175,7 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
             if method in methods:
                 results.append(measure(method, k, _with_local(fm, local, lambda k=k: fm(x, k=k, window=window))))
         if "sliding" in methods:
-            results.append(measure("sliding", k, fm.base(x, attention_span=sliding_span(L, k, window))))
+            results.append(measure("sliding", k, fm.base(x, attention_span=sliding_span(L, k, window, h))))
     rows = [r for r, _ in results]
     profiles = {(None if r["k"] == "" else r["k"], r["method"]): pr for r, pr in results}
     return rows, profiles

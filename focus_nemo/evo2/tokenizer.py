@@ -31,7 +31,11 @@ def check_tokens(tokens: torch.Tensor, vocab_size: int = VOCAB_SIZE, what: str =
         raise TypeError(f"{what}: expected an integer tensor of byte ids, got dtype {tokens.dtype}")
     if tokens.numel() == 0:
         return
-    lo, hi = int(tokens.min()), int(tokens.max())
+    if tokens.device.type == "cpu":  # read on the host: no tensor operator, nothing to synchronise
+        arr = tokens.numpy(force=True)
+        lo, hi = int(arr.min()), int(arr.max())
+    else:  # one device-to-host transfer for both bounds
+        lo, hi = torch.stack([tokens.min(), tokens.max()]).tolist()
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"{what}: token id {bad} outside the vocabulary [0, {vocab_size})")

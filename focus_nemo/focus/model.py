@@ -408,7 +408,7 @@ class FocusCore(nn.Module):
                     band.append(*win.view())
                     if band.length > st.local * st.window:
                         band.drop_oldest(band.length - st.local * st.window)
-                st.window_kv[i] = KVCache()
+                win.drop_oldest(win.length)  # the next window appends into the same buffers
             f = bb.mlp_residual(i, f)
         st.memory_pos = positions[drop:]
 

@@ -1,9 +1,12 @@
-"""Time and memory against sequence length: FOCUS streaming, the full KV cache, fixed-window truncation.
+"""Time and memory against sequence length: FOCUS streaming (with or without a horizon), the full KV cache,
+fixed-window truncation.
 
 Each method streams one sequence [1, L] chunk by chunk under `torch.no_grad`:
 
 * ``focus``: `FocusModel.stream`. Hyena state carried exactly; each attention block keeps the Focus
   keys/values of completed windows plus the current window's bases.
+* ``focus_h``: ``focus`` with a Focus horizon (`ProfileConfig.horizon`): entries older than it leave
+  the memory, at most horizon/W x ceil(W/k) of them per attention block.
 * ``full``: the base model's `forward_chunk` with its full attention KV cache (exact; attention work
   grows as L^2, the cache as L).
 * ``truncation``: the base model with its attention KV cache emptied at every multiple of W (Hyena
@@ -31,6 +34,7 @@ from focus_nemo.profiling.config import (
     config_from_args,
     parse_length,
     parse_lengths,
+    parse_max_lengths,
     parse_methods,
 )
 from focus_nemo.profiling.fits import PowerLaw, fit_power_law, loglog_slope
@@ -40,17 +44,20 @@ from focus_nemo.profiling.report import (
     fit_lines,
     markdown_table,
     memory_column,
+    method_label,
     plot,
     write_outputs,
 )
 from focus_nemo.profiling.resources import Timer, isolated, machine, mib, peak_rss_bytes, reset_peak_rss, rss_bytes
 from focus_nemo.profiling.runs import (
     describe_sequence,
+    focus_state,
     format_row,
     load_model,
     measure,
     predict_seconds,
     profile,
+    resolve_horizon,
     sequence_tokens,
     stream_method,
 )
@@ -58,8 +65,8 @@ from focus_nemo.profiling.runs import (
 __all__ = [
     "COLORS", "CSV_COLUMNS", "HELDOUT", "HELDOUT_REGION", "METHODS", "PRIOR_EXPONENT", "PowerLaw", "ProfileConfig",
     "ProfileResult", "Timer", "add_arguments", "config_from_args", "describe_sequence", "fit_lines",
-    "fit_power_law", "format_row", "isolated", "load_model", "loglog_slope", "machine", "markdown_table",
-    "measure", "memory_column", "mib", "parse_length", "parse_lengths", "parse_methods", "peak_rss_bytes", "plot",
-    "predict_seconds", "profile", "reset_peak_rss", "rss_bytes", "sequence_tokens", "stream_method",
-    "write_outputs",
+    "fit_power_law", "focus_state", "format_row", "isolated", "load_model", "loglog_slope", "machine",
+    "markdown_table", "measure", "memory_column", "method_label", "mib", "parse_length", "parse_lengths",
+    "parse_max_lengths", "parse_methods", "peak_rss_bytes", "plot", "predict_seconds", "profile", "reset_peak_rss",
+    "resolve_horizon", "rss_bytes", "sequence_tokens", "stream_method", "write_outputs",
 ]

@@ -8,20 +8,23 @@ from dataclasses import dataclass
 
 import torch
 
-from focus_nemo.focus.config import check_k_window
+from focus_nemo.focus.config import AUTO, check_horizon, check_k_window
 
-METHODS = ("focus", "full", "truncation")
+METHODS = ("focus", "focus_h", "full", "truncation")
+"""``focus``: FOCUS with every Focus entry kept; ``focus_h``: FOCUS with the horizon of `ProfileConfig`
+(Focus entries older than it leave the memory); ``full``: the base model's full KV cache;
+``truncation``: the base model with its KV cache emptied at every window."""
 
 
-PRIOR_EXPONENT = {"focus": 1.5, "full": 2.0, "truncation": 1.0}
+PRIOR_EXPONENT = {"focus": 1.5, "focus_h": 1.0, "full": 2.0, "truncation": 1.0}
 """Growth of time with length that the budget rule assumes for each method; once two lengths are
 measured it uses the larger of this and their measured slope."""
 
 
-CSV_COLUMNS = ("method", "length", "status", "seconds", "bases_per_s", "predicted_seconds",
+CSV_COLUMNS = ("method", "length", "status", "seconds", "cpu_seconds", "bases_per_s", "predicted_seconds",
                "peak_rss_growth_bytes", "peak_gpu_bytes", "peak_gpu_growth_bytes", "attention_state_bytes",
                "hyena_state_bytes", "focus_memory_entries_per_attention_block", "device", "dtype", "checkpoint",
-               "k", "window", "chunk_size", "note")
+               "k", "window", "chunk_size", "horizon", "note")
 
 
 HELDOUT = "chr20_heldout"
@@ -60,6 +63,19 @@ def parse_methods(text: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
+def parse_max_lengths(text: str) -> dict[str, int]:
+    """``method=length,...`` (lengths as `parse_length`): the longest length each named method runs at."""
+    out = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        method, sep, length = item.partition("=")
+        if not sep:
+            raise ValueError(f"max-length {item!r}: expected method=length")
+        out[parse_methods(method)[0]] = parse_length(length)
+    return out
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     """What every run of a sweep shares.
@@ -73,6 +89,9 @@ class ProfileConfig:
         dtype, device: as `torch` names them (``float32``, ``bf16``; ``cpu``, ``cuda``, ``cuda:1``).
         random_sequence: random A/C/G/T (seeded) instead of the bundled chr20 held-out DNA.
         threads: `torch.set_num_threads` in each run (0 leaves torch's default).
+        horizon: the Focus horizon of ``focus_h`` in bases (a multiple of `window`), or ``"auto"``: the
+            base model's trained context (`focus_nemo.focus.config.default_horizon`). ``focus`` always
+            keeps every Focus entry.
     """
 
     checkpoint: str = "embedded"
@@ -85,6 +104,7 @@ class ProfileConfig:
     random_sequence: bool = False
     seed: int = 0
     threads: int = 0
+    horizon: int | str = AUTO
 
     def __post_init__(self) -> None:
         from focus_nemo.loading import parse_dtype
@@ -94,6 +114,9 @@ class ProfileConfig:
             raise ValueError(f"chunk_size: must be >= 1, got {self.chunk_size}")
         parse_dtype(self.dtype)
         torch.device(self.device)
+        if self.horizon is None:
+            raise ValueError("horizon: focus_h needs a horizon (bases or 'auto'); 'focus' is the unbounded method")
+        check_horizon(self.horizon, self.window, allow_auto=True)
         if self.threads < 0:
             raise ValueError(f"threads: must be >= 0, got {self.threads}")
 
@@ -114,11 +137,17 @@ def add_arguments(parser) -> None:
                         help="comma-separated lengths; k = 1,024, M = 1,048,576")
     parser.add_argument("--methods", type=checked(parse_methods), default=",".join(METHODS),
                         help="any of " + ",".join(METHODS))
+    parser.add_argument("--max-length", type=checked(parse_max_lengths), default="",
+                        help="per-method longest length, e.g. focus=2M,truncation=2M: longer lengths are not run for "
+                             "that method")
     parser.add_argument("--checkpoint", default="embedded", help="embedded | random:<preset> | checkpoint path")
     parser.add_argument("--adapter", help="adapter directory or 'embedded'; default: untrained Focus projections "
                                           "(time and memory do not depend on the adapter's values)")
     parser.add_argument("--k", type=int, default=100, help="bases per Focus token")
     parser.add_argument("--window", type=int, default=1024, help="window W (FOCUS and truncation)")
+    parser.add_argument("--horizon", type=checked(_horizon_arg), default=AUTO,
+                        help="Focus horizon of the focus_h method in bases (a multiple of W, k/M suffixes) or 'auto' "
+                             "(the base model's trained context)")
     parser.add_argument("--chunk-size", type=int, help="bases per forward_chunk call (default: W)")
     parser.add_argument("--dtype", default="float32", help="float32 | bf16")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<n>")
@@ -139,4 +168,15 @@ def add_arguments(parser) -> None:
 def config_from_args(a) -> ProfileConfig:
     """The `ProfileConfig` of parsed `add_arguments` options."""
     return ProfileConfig(checkpoint=a.checkpoint, adapter=a.adapter, k=a.k, window=a.window, chunk_size=a.chunk_size,
-                         dtype=a.dtype, device=a.device, random_sequence=a.random, seed=a.seed, threads=a.threads)
+                         dtype=a.dtype, device=a.device, random_sequence=a.random, seed=a.seed, threads=a.threads,
+                         horizon=a.horizon)
+
+
+def _horizon_arg(text: str) -> int | str:
+    """``auto`` or a number of bases with the length suffixes (``256k`` = 262,144)."""
+    if str(text).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return parse_length(text)
+    except ValueError:
+        raise ValueError(f"horizon {text!r}: expected 'auto' or a number of bases (k, M suffixes)") from None

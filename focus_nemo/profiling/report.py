@@ -61,7 +61,8 @@ def markdown_table(result: ProfileResult) -> str:
     cfg, info = result.config, result.machine
     gpu = cfg.is_cuda
     adapter = cfg.adapter or "untrained Focus projections"
-    lines = [f"# Time and memory vs length: FOCUS streaming, full KV cache, truncation ({cfg.checkpoint})", "",
+    lines = [f"# Time and memory vs length: {', '.join(TITLES.get(m, m) for m in result.methods)} ({cfg.checkpoint})",
+             "",
              f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores"
              + (f", {info['gpu']}" if info.get("gpu") else "") + f", torch {info.get('torch', '?')}"
              + (f", load average {info['load_average_1min']} at the start" if "load_average_1min" in info else "")
@@ -69,21 +70,28 @@ def markdown_table(result: ProfileResult) -> str:
              f"Model: `{cfg.checkpoint}`, adapter: {adapter}; k={cfg.k}, W={cfg.window}, chunk {cfg.chunk}; "
              f"torch threads per run: {cfg.threads or 'torch default'}.",
              f"Sequence: {result.sequence}."]
+    horizons = sorted({r["horizon"] for r in result.rows if r["method"] == "focus_h" and r.get("horizon")})
+    if horizons:
+        m = -(-cfg.window // cfg.k)
+        lines.append("focus_h: FOCUS with a horizon of " + ", ".join(
+            f"{h:,} bases ({h // cfg.window} windows: at most {h // cfg.window * m:,} Focus entries per attention "
+            f"block besides the current window)" for h in horizons) + "; focus keeps every Focus entry.")
     if result.command:
         lines.append(f"Command: `{result.command}`")
     peak = "peak GPU growth MiB" if gpu else "peak RSS growth MiB"
-    lines += ["", f"| method | length | time s | bases/s | {peak} | attention state MiB | Hyena state MiB |"
-              " time / full | attention state / full |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"| method | length | time s | CPU s | bases/s | {peak} | attention state MiB | Hyena state MiB |"
+              " time / full | attention state / full |", "|---|---|---|---|---|---|---|---|---|---|"]
     ok = {(r["method"], r["length"]): r for r in result.rows if r["status"] == "ok"}
     col = memory_column(cfg.device)
     for r in result.rows:
         if r["status"] != "ok":
-            lines.append(f"| {r['method']} | {r['length']:,} | {r['status']}: {r.get('note', '')} | | | | | | |")
+            lines.append(f"| {r['method']} | {r['length']:,} | {r['status']}: {r.get('note', '')} | | | | | | | |")
             continue
         ref = ok.get(("full", r["length"]))
         tr = f"{r['seconds'] / ref['seconds']:.3f}" if ref else "-"
         sr = f"{r['attention_state_bytes'] / ref['attention_state_bytes']:.4f}" if ref else "-"
-        lines.append(f"| {r['method']} | {r['length']:,} | {r['seconds']:.2f} | {r['bases_per_s']:,.0f} | "
+        cpu = f"{r['cpu_seconds']:.2f}" if r.get("cpu_seconds") is not None else "-"
+        lines.append(f"| {r['method']} | {r['length']:,} | {r['seconds']:.2f} | {cpu} | {r['bases_per_s']:,.0f} | "
                      f"{mib(r.get(col))} | {mib(r['attention_state_bytes'])} | {mib(r['hyena_state_bytes'])} | "
                      f"{tr} | {sr} |")
     lines += ["", f"Fitted exponents (least squares on log-log over the measured lengths >= "
@@ -95,7 +103,16 @@ def markdown_table(result: ProfileResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-COLORS = {"focus": "tab:blue", "full": "tab:red", "truncation": "tab:green"}
+COLORS = {"focus": "tab:blue", "focus_h": "tab:purple", "full": "tab:red", "truncation": "tab:green"}
+
+TITLES = {"focus": "FOCUS streaming", "focus_h": "FOCUS with a horizon", "full": "full KV cache",
+          "truncation": "truncation"}
+
+
+def method_label(result: ProfileResult, method: str) -> str:
+    """The method's name, with its horizon for ``focus_h`` (``focus_h (horizon 262,144)``)."""
+    hs = sorted({r["horizon"] for r in result.rows if r["method"] == method and r.get("horizon")})
+    return f"{method} (horizon {', '.join(f'{h:,}' for h in hs)})" if hs else method
 
 
 def plot(result: ProfileResult, path: str | Path) -> Path:
@@ -116,7 +133,8 @@ def plot(result: ProfileResult, path: str | Path) -> Path:
             pts = [(r["length"], r[col]) for r in result.rows
                    if r["method"] == m and r["status"] == "ok" and r.get(col)]
             f = fits[m][name]
-            label = f"{m} (slope {f.exponent:.2f})" if f else f"{m} (slope n/a)"
+            shown = method_label(result, m)
+            label = f"{shown} (slope {f.exponent:.2f})" if f else f"{shown} (slope n/a)"
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", color=COLORS.get(m), label=label)
             if name == "time":
@@ -124,7 +142,7 @@ def plot(result: ProfileResult, path: str | Path) -> Path:
                         if r["method"] == m and r["status"] == "skipped" and r.get("predicted_seconds")]
                 if pred:
                     ax.plot(*zip(*pred, strict=True), linestyle="none", marker="o", markerfacecolor="none",
-                            color=COLORS.get(m), label=f"{m}: predicted, not run")
+                            color=COLORS.get(m), label=f"{shown}: predicted, not run")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sequence length (bases)")

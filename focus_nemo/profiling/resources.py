@@ -50,11 +50,13 @@ def peak_rss_bytes() -> int:
 
 
 class Timer:
-    """Wall time and peak memory growth of a ``with`` block.
+    """Wall time, CPU time and peak memory growth of a ``with`` block.
 
-    After the block: ``seconds``; ``peak_extra_bytes`` (peak RSS minus RSS at entry); on a CUDA
-    `device`, ``gpu_peak_bytes`` (`torch.cuda.max_memory_allocated`) and ``gpu_peak_extra_bytes``
-    (that minus the bytes allocated at entry), else None. CUDA is synchronised at both ends.
+    After the block: ``seconds``; ``cpu_seconds`` (CPU time of this process: on a shared machine it
+    moves far less than wall time when other work competes for the cores); ``peak_extra_bytes`` (peak
+    RSS minus RSS at entry); on a CUDA `device`, ``gpu_peak_bytes`` (`torch.cuda.max_memory_allocated`)
+    and ``gpu_peak_extra_bytes`` (that minus the bytes allocated at entry), else None. CUDA is
+    synchronised at both ends.
     """
 
     def __init__(self, device: str | torch.device | None = None) -> None:
@@ -69,12 +71,14 @@ class Timer:
         self.rss_reset = reset_peak_rss()  # the peak then belongs to this block, not to imports or loading
         self.rss0 = rss_bytes()
         self.t0 = time.perf_counter()
+        self.c0 = time.process_time()
         return self
 
     def __exit__(self, *exc) -> None:
         if self.cuda and exc[0] is None:
             torch.cuda.synchronize(self.device)
         self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = time.process_time() - self.c0
         self.peak_extra_bytes = max(0, peak_rss_bytes() - self.rss0)
         self.gpu_peak_bytes = self.gpu_peak_extra_bytes = None
         if self.cuda:

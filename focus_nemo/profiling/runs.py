@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -79,15 +80,40 @@ def _pieces(length: int, chunk: int, window: int | None = None) -> Iterator[tupl
         yield from zip(bounds[:-1], bounds[1:], strict=True)
 
 
+def resolve_horizon(fm, cfg: ProfileConfig) -> int:
+    """The ``focus_h`` horizon of `cfg` in bases, ``"auto"`` resolved against the loaded base model."""
+    from focus_nemo.focus.config import horizon_for
+
+    return horizon_for(cfg.horizon, fm.base.config, cfg.window)
+
+
+def focus_state(fm, batch: int, k: int, window: int, horizon: int | None):
+    """`FocusModel.init_state` with the given horizon (None: every Focus entry kept), whatever the
+    model's own config says; the model's config is left as it was."""
+    own = fm.config
+    fm.config = dataclasses.replace(own, horizon=horizon)
+    try:
+        return fm.init_state(batch, k, window)
+    finally:
+        fm.config = own
+
+
 @torch.no_grad()
-def stream_method(fm, method: str, tokens: torch.Tensor, chunk: int, k: int, window: int) -> dict:
+def stream_method(fm, method: str, tokens: torch.Tensor, chunk: int, k: int, window: int,
+                  horizon: int | None = None) -> dict:
     """Stream `tokens` [B, L] through one method; returns the state's exact tensor bytes at the end.
+
+    `tokens` may stay on the host: FOCUS moves each chunk to the model's device itself (its token
+    check then runs on the host, no device synchronisation per chunk); the base-model methods get
+    each chunk moved here. `horizon` (bases) is the ``focus_h`` method's and required by it.
 
     Keys: ``attention_state_bytes`` (FOCUS: Focus memory + current window; full/truncation: live KV
     cache entries), ``hyena_state_bytes``, ``focus_memory_entries_per_attention_block`` (FOCUS only).
     """
-    if method == "focus":
-        state = fm.init_state(tokens.shape[0], k, window)
+    if method in ("focus", "focus_h"):
+        if method == "focus_h" and horizon is None:
+            raise ValueError("stream_method: focus_h needs a horizon (bases)")
+        state = focus_state(fm, tokens.shape[0], k, window, horizon if method == "focus_h" else None)
         for _ in fm.stream(tokens, chunk, state=state):
             pass
         nb = state.nbytes()
@@ -98,11 +124,12 @@ def stream_method(fm, method: str, tokens: torch.Tensor, chunk: int, k: int, win
     from focus_nemo.evo2 import KVCache
 
     truncate = method == "truncation"
+    device = fm.base.embedding.weight.device
     state = fm.base.init_state(tokens.shape[0])
     for s, e in _pieces(tokens.shape[1], chunk, window if truncate else None):
         if truncate and s % window == 0:
             state.blocks = [KVCache() if isinstance(b, KVCache) else b for b in state.blocks]
-        _, state = fm.base.forward_chunk(tokens[:, s:e], state)
+        _, state = fm.base.forward_chunk(tokens[:, s:e].to(device), state)
     return {"attention_state_bytes": state.kv_nbytes(), "hyena_state_bytes": state.hyena_nbytes(),
             "focus_memory_entries_per_attention_block": None}
 
@@ -116,17 +143,21 @@ def measure(cfg: ProfileConfig, method: str, length: int) -> dict:
     try:
         fm = load_model(cfg)
         device = torch.device(cfg.device)
-        tokens = sequence_tokens(length, cfg.random_sequence, cfg.seed).to(device)
-        stream_method(fm, method, tokens[:, : min(length, 2 * cfg.window)], cfg.chunk, cfg.k, cfg.window)
+        horizon = resolve_horizon(fm, cfg) if method == "focus_h" else None
+        if horizon is not None:
+            row["horizon"] = horizon
+        tokens = sequence_tokens(length, cfg.random_sequence, cfg.seed)  # on the host: see stream_method
+        stream_method(fm, method, tokens[:, : min(length, 2 * cfg.window)], cfg.chunk, cfg.k, cfg.window, horizon)
         gc.collect()
         with Timer(device) as t:
-            sizes = stream_method(fm, method, tokens, cfg.chunk, cfg.k, cfg.window)
+            sizes = stream_method(fm, method, tokens, cfg.chunk, cfg.k, cfg.window, horizon)
     except Exception as e:
         return {**row, "status": "error", "note": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     finally:
         if cfg.is_cuda and torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return {**row, "status": "ok", "seconds": t.seconds, "bases_per_s": length / t.seconds,
+    return {**row, "status": "ok", "seconds": t.seconds, "cpu_seconds": t.cpu_seconds,
+            "bases_per_s": length / t.seconds,
             "peak_rss_growth_bytes": t.peak_extra_bytes, "peak_gpu_bytes": t.gpu_peak_bytes,
             "peak_gpu_growth_bytes": t.gpu_peak_extra_bytes, **sizes,
             "note": "" if t.rss_reset else "peak RSS not resettable here: peak since process start"}
@@ -148,12 +179,13 @@ def predict_seconds(lengths: Sequence[int], seconds: Sequence[float], target: in
 
 def profile(cfg: ProfileConfig, methods: Iterable[str] = METHODS, lengths: Iterable[int] = (),
             budget: float | None = None, isolate: bool = True,
-            log: Callable[[str], None] | None = None) -> list[dict]:
+            log: Callable[[str], None] | None = None, max_lengths: dict[str, int] | None = None) -> list[dict]:
     """Measure every method at every length (ascending); returns the rows in that order.
 
     A length whose predicted time (`predict_seconds` with the method's `PRIOR_EXPONENT`) exceeds
     `budget` seconds is not run: its row has ``status: skipped`` and ``predicted_seconds``. After a
     failed run the method's longer lengths are skipped. With `isolate`, each run has its own process.
+    `max_lengths` (method -> length) leaves out a method's lengths above its limit (no row).
     """
     methods = parse_methods(list(methods))
     lengths = sorted(set(lengths))
@@ -164,7 +196,10 @@ def profile(cfg: ProfileConfig, methods: Iterable[str] = METHODS, lengths: Itera
     rows = []
     for method in methods:
         done_l, done_s, failed = [], [], None
+        limit = (max_lengths or {}).get(method)
         for length in lengths:
+            if limit is not None and length > limit:
+                continue
             base = {"method": method, "length": length}
             est = predict_seconds(done_l, done_s, length, PRIOR_EXPONENT[method])
             if failed is not None:
@@ -198,6 +233,7 @@ def format_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"{head}  {row['status']}: {row.get('note', '')}"
     gpu = f"  GPU +{mib(row['peak_gpu_growth_bytes'])} MiB" if row.get("peak_gpu_growth_bytes") is not None else ""
-    return (f"{head}  {row['seconds']:9.2f} s  {row['bases_per_s']:>10,.0f} bases/s  "
+    cpu = f" (CPU {row['cpu_seconds']:.2f} s)" if row.get("cpu_seconds") is not None else ""
+    return (f"{head}  {row['seconds']:9.2f} s{cpu}  {row['bases_per_s']:>10,.0f} bases/s  "
             f"RSS +{mib(row['peak_rss_growth_bytes'])} MiB{gpu}  "
             f"attention state {mib(row['attention_state_bytes'])} MiB  Hyena {mib(row['hyena_state_bytes'])} MiB")

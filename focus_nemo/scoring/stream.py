@@ -69,8 +69,11 @@ class LoglikStream:
         out = np.empty(raw.shape[0], dtype=np.float32)
         for s in range(0, raw.shape[0], self.chunk_size):
             piece = UPPER[raw[s: s + self.chunk_size]]
-            tokens = torch.from_numpy(piece.astype(np.int64))[None].to(self.device)
-            logits, self.state = self.fm.forward_chunk(tokens, self.state)
+            host = torch.from_numpy(piece.astype(np.int64))[None]
+            # The model checks the host copy and moves it itself: no device synchronisation per chunk
+            # besides the scores read back below.
+            logits, self.state = self.fm.forward_chunk(host, self.state)
+            tokens = host.to(self.device)
             logits = logits[0].float()
             rows = logits[:-1] if self.last_logits is None else torch.cat([self.last_logits[None], logits[:-1]])
             targets = tokens[0, -rows.shape[0]:] if rows.shape[0] else tokens[0, :0]
