@@ -62,6 +62,18 @@ def test_focus_local_from_the_command_line():
         config_from_hydra(cfg)
 
 
+def test_focus_level2_from_the_command_line():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train_focus", overrides=["focus.horizon=2048", "focus.level2=11",
+                                                              "focus.level2_pool=mean", "run_dir=/tmp/x"])
+    focus = config_from_hydra(cfg).focus
+    assert (focus.horizon, focus.level2, focus.level2_pool) == (2048, 11, "mean")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train_focus", overrides=["focus.level2=11", "run_dir=/tmp/x"])
+    with pytest.raises(ValueError, match="FocusConfig.level2: 11 needs a horizon"):
+        config_from_hydra(cfg)
+
+
 def test_pretrain_config_composes():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="pretrain_backbone")

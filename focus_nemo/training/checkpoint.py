@@ -54,7 +54,8 @@ RESUME_SETTINGS = ("seed", "model.checkpoint", "model.preset", "model.dtype", "m
                    "trainer.lr", "trainer.weight_decay", "trainer.warmup_steps", "trainer.max_steps",
                    "trainer.batch_size", "trainer.grad_clip", "trainer.precision")
 # Settings added to RESUME_SETTINGS after checkpoints were written without them: their value then.
-_EARLIER_DEFAULTS = {"model.config": "", "trainer.precision": "32", "focus.horizon": None, "focus.local": 0}
+_EARLIER_DEFAULTS = {"model.config": "", "trainer.precision": "32", "focus.horizon": None, "focus.local": 0,
+                    "focus.level2": None, "focus.level2_pool": "trained"}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
