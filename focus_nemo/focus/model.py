@@ -74,15 +74,18 @@ class FocusState:
     local: int = 0  # windows of exact ordinary K/V before the current one (DESIGN D11)
     band_kv: dict = field(default_factory=dict)  # block index -> KVCache of the last `local` windows' bases
 
-    def visible_memory(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Block i's Focus entries the current window sees: the memory less its `local` newest windows
-        (those windows are seen exactly through the band); None when that is empty."""
-        c = self.memory[i]
-        n = c.length - self.local * -(-self.window // self.k)
-        if n <= 0:
-            return None
-        k, v = c.view()
-        return k[:, :, :n], v[:, :, :n]
+    def past_kv(self, i: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """What the current window's queries (its bases and its Focus tokens) see of block i before the
+        window itself, as (k, v) views, the empty ones left out: the coarse entries, the fine memory less
+        its `local` newest windows (those windows are seen exactly through the band), and the band."""
+        parts = [self.coarse[i].view()] if self.coarse[i].length else []
+        fine = self.memory[i].length - self.local * -(-self.window // self.k)
+        if fine > 0:
+            k, v = self.memory[i].view()
+            parts.append((k[:, :, :fine], v[:, :, :fine]))
+        if self.band_kv[i].length:
+            parts.append(self.band_kv[i].view())
+        return parts
 
     def memory_entries(self) -> dict[int, int]:
         return {i: c.length for i, c in self.memory.items()}
@@ -362,10 +365,8 @@ class FocusCore(nn.Module):
                 # An ordinary base sees the memory (coarse, then fine), the exact band of the previous `local`
                 # windows, its window's earlier bases, and this chunk causally (DESIGN D3, D11); parts of one
                 # fused call, nothing concatenated.
-                past = [c.view() for c in (st.coarse.get(i),) if c is not None and c.length]
-                past += [st.visible_memory(i)] + [c.view() for c in (st.band_kv[i], win) if c.length]
-                past = [Part(*kv) for kv in past if kv is not None]
-                o = attention_parts(q, [*past, Part(kk, v, CAUSAL)])
+                past = st.past_kv(i) + ([win.view()] if win.length else [])
+                o = attention_parts(q, [*(Part(*kv) for kv in past), Part(kk, v, CAUSAL)])
                 win.append(kk, v)
                 x = x + bb.attn_out(i, o)
             else:
@@ -393,10 +394,7 @@ class FocusCore(nn.Module):
                 fp, mem, win, coarse = self.focus_proj[str(i)], st.memory[i], st.window_kv[i], st.coarse[i]
                 band = st.band_kv[i]
                 fq, fk, fv = bb.qkv(i, bb.pre_norm(i, f), f_desc.pos, fp)
-                parts = [coarse.view()] if coarse.length else []
-                parts += [st.visible_memory(i)] + ([band.view()] if band.length else [])
-                parts = [Part(*kv) for kv in parts if kv is not None]
-                parts += [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
+                parts = [Part(*kv) for kv in st.past_kv(i)] + [Part(*win.view(), mask_fw), Part(fk, fv, mask_ff)]
                 f = f + bb.attn_out(i, attention_parts(fq, parts), fp)
                 mem.append(fk, fv)
                 if drop and st.level2 is not None:

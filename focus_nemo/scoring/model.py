@@ -57,8 +57,8 @@ def model_settings(fm, k: int, window: int) -> dict:
         "scope": fm.config.scope,
         # run-time memory settings, recorded when they differ from the paper's scheme (older runs lack them)
         **{name: getattr(fm.config, name) for name, off in (("horizon", None), ("local", 0), ("level2", None))
-           if getattr(fm.config, name, off) != off},
-        **({"level2_pool": fm.config.level2_pool} if getattr(fm.config, "level2", None) is not None else {}),
+           if getattr(fm.config, name) != off},
+        **({"level2_pool": fm.config.level2_pool} if fm.config.level2 is not None else {}),
         "dtype": str(p.dtype).removeprefix("torch."),
     }
 
