@@ -55,6 +55,28 @@ def random_dna(n: int, seed: int, alphabet: bytes = b"ACGT") -> bytes:
     return np.frombuffer(alphabet, np.uint8)[rng.integers(len(alphabet), size=n)].tobytes()
 
 
+def perturbed_focus_model(config, pattern: str = "SDH*S*", seed: int = 0, q2_scale: float | None = None):
+    """A FocusModel over `stressed_model(pattern, seed)` whose Focus parameters are moved off their copies
+    of the base (as after training): noise of 0.1 x each tensor's mean |value| from a generator seeded
+    seed + 1; with `q2_scale`, the level-2 queries are drawn as q2_scale x N(0, 1) instead (in eval mode)."""
+    from focus_nemo.focus import FocusModel
+
+    fm = FocusModel(stressed_model(pattern, seed=seed), config)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for n, p in fm.focus_parameters().items():
+            if q2_scale is not None and n.startswith("level2_query."):
+                p.copy_(q2_scale * torch.randn(p.shape, generator=g))
+            else:
+                p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return fm.eval()
+
+
+def maxdiff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference of two tensors."""
+    return float((a - b).abs().max())
+
+
 def perturb_focus_(fm, seed: int) -> dict[str, torch.Tensor]:
     """Move a FOCUS model's Focus parameters away from their initial copies of the base (as training
     would), by Gaussian noise of half each tensor's std; returns the initial copies."""

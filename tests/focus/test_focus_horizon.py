@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import dna_tokens, stressed_model
+from conftest import dna_tokens, maxdiff, perturbed_focus_model, stressed_model
 
 import focus_nemo.focus.model as focus_model_module
 from focus_nemo.evo2 import Evo2Config, KVCache
@@ -21,16 +21,7 @@ TOL = 1e-5
 
 
 def perturbed(k, window, horizon, scope="window", pattern="SDH*S*", seed=0) -> FocusModel:
-    fm = FocusModel(stressed_model(pattern, seed=seed), FocusConfig(k=k, window=window, scope=scope, horizon=horizon))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return fm.eval()
-
-
-def maxdiff(a, b):
-    return float((a - b).abs().max())
+    return perturbed_focus_model(FocusConfig(k=k, window=window, scope=scope, horizon=horizon), pattern, seed)
 
 
 def test_visible_with_horizon_by_hand():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import dna_tokens, stressed_model
+from conftest import dna_tokens, maxdiff, perturbed_focus_model
 
 from focus_nemo.focus import FocusConfig, FocusModel, Layout, visible
 from focus_nemo.focus.layout import focus_tokens, ordinary_tokens
@@ -15,16 +15,7 @@ TOL = 1e-5
 
 def perturbed_focus(pattern="SDH*S*", k=7, window=32, scope="window", seed=0) -> FocusModel:
     """FocusModel whose Focus parameters differ from the base copies (as after training)."""
-    fm = FocusModel(stressed_model(pattern, seed=seed), FocusConfig(k=k, window=window, scope=scope))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return fm
-
-
-def maxdiff(a, b):
-    return float((a - b).abs().max())
+    return perturbed_focus_model(FocusConfig(k=k, window=window, scope=scope), pattern, seed)
 
 
 @pytest.mark.parametrize("n", [1, 17, 31, 32])

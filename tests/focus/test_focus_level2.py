@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import dna_tokens, stressed_model
+from conftest import dna_tokens, maxdiff, perturbed_focus_model, stressed_model
 
 from focus_nemo.focus import FocusConfig, FocusModel, Layout
 from focus_nemo.focus.adapter import CONFIG, TENSORS
@@ -19,20 +19,8 @@ TOL = 1e-5
 
 
 def perturbed(k, window, horizon, k2, pool="trained", scope="window", seed=0, q2_scale=1.0) -> FocusModel:
-    fm = FocusModel(stressed_model("SDH*S*", seed=seed),
-                    FocusConfig(k=k, window=window, scope=scope, horizon=horizon, level2=k2, level2_pool=pool))
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for n, p in fm.focus_parameters().items():
-            if n.startswith("level2_query."):
-                p.copy_(q2_scale * torch.randn(p.shape, generator=g))
-            else:
-                p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return fm.eval()
-
-
-def maxdiff(a, b):
-    return float((a - b).abs().max())
+    cfg = FocusConfig(k=k, window=window, scope=scope, horizon=horizon, level2=k2, level2_pool=pool)
+    return perturbed_focus_model(cfg, seed=seed, q2_scale=q2_scale)
 
 
 def test_grouping_by_hand():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import dna_tokens, stressed_model
+from conftest import dna_tokens, maxdiff, perturbed_focus_model, stressed_model
 
 from focus_nemo.focus import FocusConfig, FocusModel, Layout, visible
 from focus_nemo.focus.layout import focus_tokens
@@ -16,16 +16,7 @@ TOL = 1e-5
 
 def perturbed(k, window, local, horizon=None, scope="window", seed=0) -> FocusModel:
     cfg = FocusConfig(k=k, window=window, scope=scope, horizon=horizon, local=local)
-    fm = FocusModel(stressed_model("SDH*S*", seed=seed), cfg)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in fm.focus_parameters().values():
-            p.add_(0.1 * p.abs().mean() * torch.randn(p.shape, generator=g))
-    return fm.eval()
-
-
-def maxdiff(a, b):
-    return float((a - b).abs().max())
+    return perturbed_focus_model(cfg, seed=seed)
 
 
 def test_visible_with_local_band_by_hand():
