@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,21 @@ def test_resume_rescores_an_output_that_fails_its_checksum(fm, two_records, tmp_
     run = score_fasta(fasta, out, fm, resume=True, progress=False)
     assert run.skipped == ["chrA"] and run.scored == ["chrB"]
     assert (out / "chrB.npz").read_bytes() == good
+
+
+def test_output_files_do_not_depend_on_the_clock(fm, two_records, tmp_path, monkeypatch):
+    """Same scores, same bytes: zip entries and the gzip header carry a fixed date, not the wall clock."""
+    fasta, _ = two_records
+    score_fasta(fasta, tmp_path / "a", fm, records=["chrB"], formats="both", progress=False)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86_400 * 400)
+    monkeypatch.setattr(time, "localtime", lambda t=None: time.gmtime(real() + 86_400 * 400))
+    score_fasta(fasta, tmp_path / "b", fm, records=["chrB"], formats="both", progress=False)
+    for name in ("chrB.npz", "chrB.bedgraph.gz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    with zipfile.ZipFile(tmp_path / "a" / "chrB.npz") as z:
+        assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert (tmp_path / "a" / "chrB.bedgraph.gz").read_bytes()[4:8] == bytes(4)  # gzip MTIME field
 
 
 def test_settings_mismatch_and_existing_directory_are_errors(fm, two_records, tmp_path):

@@ -43,13 +43,25 @@ LOCK_FILE = ".score_fasta.lock"
 TEMP_FILE = re.compile(r"^\..+\.tmp$")
 
 
+# Zip entries and gzip headers carry a fixed date, so the same scores give the same bytes (and checksums)
+# whenever they are written.
+FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_STORED
+    info.external_attr = 0o644 << 16
+    return info
+
+
 class NpzWriter:
     """Streams float32 scores into ``log_likelihood.npy`` inside an npz (zip, stored) of known length."""
 
     def __init__(self, path: Path, length: int) -> None:
         self.path, self.length, self.written = path, length, 0
         self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
-        self.entry = self.zip.open("log_likelihood.npy", "w", force_zip64=True)
+        self.entry = self.zip.open(_zip_entry("log_likelihood.npy"), "w", force_zip64=True)
         header = {"descr": "<f4", "fortran_order": False, "shape": (length,)}
         np.lib.format.write_array_header_1_0(self.entry, header)
 
@@ -65,7 +77,7 @@ class NpzWriter:
             raise RuntimeError(f"{self.path}: wrote {self.written} scores for a record of {self.length} bases")
         buf = io.BytesIO()
         np.save(buf, np.array(json.dumps(meta)))
-        self.zip.writestr("meta.npy", buf.getvalue())
+        self.zip.writestr(_zip_entry("meta.npy"), buf.getvalue())
         self.zip.close()
 
     def abort(self) -> None:
@@ -80,7 +92,10 @@ class BedGraphWriter:
 
     def __init__(self, path: Path, record: str) -> None:
         self.path, self.record = path, record
-        self.fh = gzip.open(path, "wt", compresslevel=6, newline="\n")
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        # No file name and no time in the gzip header: the bytes depend on the scores only.
+        self.gz = gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=self.file, mtime=0)
+        self.fh = io.TextIOWrapper(self.gz, encoding="utf-8", newline="\n")
 
     def write(self, start: int, ll: np.ndarray) -> None:
         idx = np.flatnonzero(~np.isnan(ll))
@@ -90,10 +105,12 @@ class BedGraphWriter:
 
     def close(self, meta: dict) -> None:
         self.fh.close()
+        self.file.close()
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self.fh.close()
+        self.file.close()
 
 
 def safe_stem(name: str) -> str:
