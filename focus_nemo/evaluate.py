@@ -34,6 +34,7 @@ from focus_nemo.evaluation.metrics import (
     LABELS,
     METHODS,
     METRICS,
+    SEGMENT_END_METRICS,
     SEQUENCE_COLUMNS,
     SUMMARY_METRICS,
     acgt_probs,
@@ -41,6 +42,7 @@ from focus_nemo.evaluation.metrics import (
     distribution_metrics,
     fidelity,
     scored_positions,
+    segment_end_metrics,
     true_base_index,
 )
 from focus_nemo.evaluation.report import (
@@ -63,9 +65,10 @@ from focus_nemo.evaluation.sequences import (
 )
 from focus_nemo.evaluation.statistics import summary_stats, t_quantile
 
-__all__ = ["ACGT", "LABELS", "METHODS", "METRICS", "PAIRED_METRICS", "PROFILE_METRICS", "SEQUENCE_COLUMNS",
-           "SUMMARY_METRICS", "EvalConfig", "EvalSequence", "Profile", "SourceSection", "acgt_probs",
+__all__ = ["ACGT", "LABELS", "METHODS", "METRICS", "PAIRED_METRICS", "PROFILE_METRICS", "SEGMENT_END_METRICS",
+           "SEQUENCE_COLUMNS", "SUMMARY_METRICS",
+           "EvalConfig", "EvalSequence", "Profile", "SourceSection", "acgt_probs",
            "attention_budget", "bits_per_base", "config_from_hydra", "distribution_metrics", "evaluate",
            "evaluate_sequence", "fidelity", "paired_differences", "paired_markdown", "sample_sequences",
-           "scored_positions", "sliding_span", "source_name", "summarize", "summary_markdown", "summary_stats",
-           "t_quantile", "true_base_index", "write_csv"]
+           "scored_positions", "segment_end_metrics", "sliding_span", "source_name", "summarize",
+           "summary_markdown", "summary_stats", "t_quantile", "true_base_index", "write_csv"]

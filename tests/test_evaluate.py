@@ -27,6 +27,7 @@ from focus_nemo.evaluate import (
     evaluate_sequence,
     fidelity,
     paired_differences,
+    segment_end_metrics,
     sliding_span,
     summarize,
     summary_stats,
@@ -35,6 +36,7 @@ from focus_nemo.evaluate import (
 from focus_nemo.evo2.model import KVCache
 from focus_nemo.evo2.ops import sliding_window_attention
 from focus_nemo.focus import FocusConfig, FocusModel
+from focus_nemo.focus.loss import split_case
 from focus_nemo.training.config import ModelSection
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -97,7 +99,8 @@ def test_summarize_groups_by_source_record_length_k_method():
     def row(chrom, k, method, kl, bits):
         return {"sequence_id": f"{chrom}{kl}", "source": "g", "chrom": chrom, "start": 0, "end": 10, "strand": "+",
                 "length": 10, "k": k, "method": method, "attention_budget": 5, "positions": 4, "bits": bits,
-                "bits_delta": 0.0, "abs_dp_true": 0.0, "l1": 0.0, "l2": 0.0, "hellinger": 0.0, "js": 0.0, "kl": kl}
+                "bits_delta": 0.0, "abs_dp_true": 0.0, "l1": 0.0, "l2": 0.0, "hellinger": 0.0, "js": 0.0, "kl": kl,
+                "seg_end_abs_dp": 0.0, "seg_end_kl": kl}
 
     rows = [row("a", 4, "focus", 1.0, 2.0), row("a", 4, "focus", 3.0, 2.0), row("b", 4, "focus", 8.0, 2.0),
             row("a", 8, "focus", 5.0, 1.0), row("b", 8, "focus", 7.0, 3.0)]
@@ -240,6 +243,38 @@ def test_evaluate_sequence_focus_local_is_focus_with_the_band_and_paired_with_fo
     assert attention_budget("focus_local", 20, 8, 32) == 32  # one window: no band yet
     pairs = {p["comparison"] for p in paired_differences(rows)}
     assert pairs == {"focus - truncation", "focus_local - truncation", "focus_local - focus"}
+
+
+@torch.no_grad()
+def test_sliding_local_has_the_band_budget_and_segment_ends_use_the_whole_vocabulary():
+    """``sliding_local`` is the sliding window at FOCUS-with-band's key/value budget; the published protocol's
+    columns are distances over all 512 tokens at the last position of every W-base segment after the first."""
+    fm = FocusModel(stressed_model(), FocusConfig(k=8, window=32, local=1)).eval()
+    raw = dna_tokens(1, 129, seed=7)[0].numpy().astype(np.uint8)
+    raw[96] = ord("n")  # target of input 95, the end of the third segment: not scored
+    rows, _ = evaluate_sequence(fm, _seq(raw), [8], 32, ["focus_local", "sliding", "sliding_local"], bins=4)
+    by = {(r["method"], r["k"]): r for r in rows}
+    span = 32 + 4 * 3 + 32
+    assert by[("sliding_local", 8)]["attention_budget"] == by[("focus_local", 8)]["attention_budget"] == span
+    assert by[("sliding", 8)]["attention_budget"] == span - 32
+    tokens, _ = split_case(torch.from_numpy(raw.astype(np.int64))[None], 1.0)  # as scored: case folded
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    full, test = fm.base(x), fm.base(x, attention_span=span)
+    bits = F.cross_entropy(test[0, 32:], y[0, 32:], reduction="none") / LN2
+    scored = torch.ones(128, dtype=torch.bool)
+    scored[:32] = False
+    scored[95] = False
+    assert by[("sliding_local", 8)]["bits"] == pytest.approx(bits[scored[32:]].mean().item(), rel=1e-5)
+    ends = [63, 127]  # 2W-1, 4W-1 (3W-1 has an N target)
+    p, q = F.softmax(full[0, ends].double(), -1), F.softmax(test[0, ends].double(), -1)
+    kl = (p * (p.log() - q.log())).sum(-1).mean().item()
+    dp = (p - q).gather(-1, y[0, ends, None]).abs().mean().item()
+    assert by[("sliding_local", 8)]["seg_end_kl"] == pytest.approx(kl, rel=1e-6)
+    assert by[("sliding_local", 8)]["seg_end_abs_dp"] == pytest.approx(dp, rel=1e-6)
+    assert by[("full", "")]["seg_end_kl"] == 0.0 and kl > 0
+    pairs = {p["comparison"] for p in paired_differences(rows)}
+    assert pairs == {"focus_local - sliding", "focus_local - sliding_local"}
+    assert segment_end_metrics(full[0, ends], full[0, ends], y[0, ends])["seg_end_kl"].abs().max() < 1e-12
 
 
 def test_evaluate_sequence_with_a_horizon_bounds_focus_and_the_sliding_span():

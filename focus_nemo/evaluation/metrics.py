@@ -22,12 +22,19 @@ from focus_nemo.focus.loss import split_case
 
 ACGT = torch.tensor([65, 67, 71, 84])
 METRICS = ("abs_dp_true", "l1", "l2", "hellinger", "js", "kl")
-METHODS = ("full", "focus", "focus_local", "truncation", "sliding")  # focus: local = 0; focus_local: local = 1
-SUMMARY_METRICS = ("bits", "bits_delta") + METRICS
+# focus: local = 0; focus_local: local = 1; sliding: a sliding window with focus's key/value budget;
+# sliding_local: one with focus_local's (the band's extra window included)
+METHODS = ("full", "focus", "focus_local", "truncation", "sliding", "sliding_local")
+# The published protocol beside ours: the last position of each W-base segment after the first (everything
+# before the segment compressed), distances over the model's whole vocabulary, not renormalised to A/C/G/T.
+SEGMENT_END_METRICS = ("seg_end_abs_dp", "seg_end_kl")
+SUMMARY_METRICS = ("bits", "bits_delta") + METRICS + SEGMENT_END_METRICS
 SEQUENCE_COLUMNS = ("sequence_id", "source", "chrom", "start", "end", "strand", "length", "k", "method",
                     "attention_budget", "positions") + SUMMARY_METRICS
 LABELS = {"bits": "bits/base", "bits_delta": "delta bits vs full", "abs_dp_true": "|delta p(true)|",
-          "l1": "L1", "l2": "L2", "hellinger": "Hellinger", "js": "JS (nats)", "kl": "KL(full || method) (nats)"}
+          "l1": "L1", "l2": "L2", "hellinger": "Hellinger", "js": "JS (nats)", "kl": "KL(full || method) (nats)",
+          "seg_end_abs_dp": "segment ends: |delta p(true)|, vocab",
+          "seg_end_kl": "segment ends: KL, vocab (nats)"}
 
 
 def acgt_probs(logits: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -50,6 +57,21 @@ def distribution_metrics(p: torch.Tensor, q: torch.Tensor, true_idx: torch.Tenso
         "js": js,
         "kl": kl_pq,
     }
+
+
+def segment_end_metrics(full: torch.Tensor, test: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """|delta p(true token)| and KL(full || test) over the whole vocabulary at the given positions.
+
+    Args:
+        full, test: [n, V] logits of the base with full context and of the method at n positions.
+        targets: [n] the true next token ids.
+    """
+    p = F.softmax(full.double(), dim=-1)
+    q = F.softmax(test.double(), dim=-1)
+    idx = targets[:, None]
+    log_p, log_q = F.log_softmax(full.double(), dim=-1), F.log_softmax(test.double(), dim=-1)
+    return {"seg_end_abs_dp": (p.gather(-1, idx) - q.gather(-1, idx)).abs().squeeze(-1),
+            "seg_end_kl": (p * (log_p - log_q)).sum(-1)}
 
 
 def bits_per_base(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

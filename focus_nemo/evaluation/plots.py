@@ -23,6 +23,8 @@ def _style(method: str, k, ks: Sequence[int]):
         return {"color": c, "linestyle": "-", "label": f"FOCUS k={k}"}
     if method == "focus_local":
         return {"color": c, "linestyle": "-.", "label": f"FOCUS + local band k={k}"}
+    if method == "sliding_local":
+        return {"color": c, "linestyle": (0, (1, 1)), "label": f"sliding, span of k={k} + W"}
     return {"color": c, "linestyle": "--", "label": f"sliding, span of k={k}"}
 
 
@@ -60,7 +62,8 @@ def profile_figure(profiles: dict, axis: str, ks: Sequence[int], window: int, pa
     fig.savefig(path, dpi=110)
 
 
-NAMES = {"focus": "FOCUS", "focus_local": "FOCUS + local band", "sliding": "sliding window"}
+NAMES = {"focus": "FOCUS", "focus_local": "FOCUS + local band", "sliding": "sliding window",
+         "sliding_local": "sliding window, band's budget"}
 
 
 def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
@@ -80,7 +83,8 @@ def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
                 sel = [s for s in rows if s["source"] == source and s["length"] == length]
                 suffix = f", L={length:,}" if len(lengths) > 1 else ""
                 for method, ls, color in (("focus", "-", "tab:blue"), ("focus_local", "-.", "tab:green"),
-                                          ("sliding", "--", "tab:orange")):
+                                          ("sliding", "--", "tab:orange"),
+                                          ("sliding_local", ":", "tab:red")):
                     pts = sorted((s["k"], s) for s in sel if s["method"] == method)
                     if not pts:
                         continue

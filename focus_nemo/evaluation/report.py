@@ -54,8 +54,9 @@ def paired_differences(rows: Sequence[dict]) -> list[dict]:
 
     Pairing removes the sequence-to-sequence variation that dominates bits per base, so the
     interval of a difference is much narrower than the difference of two intervals. Baselines:
-    ``truncation`` (the same row for every k) and ``sliding`` at the same k; FOCUS with the exact
-    local band (``focus_local``) is compared with those and with plain FOCUS.
+    ``truncation`` (the same row for every k) and ``sliding`` / ``sliding_local`` (the key/value budgets
+    of FOCUS without and with the band) at the same k; FOCUS with the exact local band (``focus_local``)
+    is compared with those and with plain FOCUS.
     """
     index = {(r["sequence_id"], r["method"], r["k"]): r for r in rows}
     out = []
@@ -63,7 +64,8 @@ def paired_differences(rows: Sequence[dict]) -> list[dict]:
                    if r["method"] in ("focus", "focus_local")}, key=lambda t: (t[0], t[1], t[2], METHODS.index(t[3])))
     for source, length, k, method in keys:
         ids = sorted({r["sequence_id"] for r in rows if r["source"] == source and r["length"] == length})
-        baselines = (("truncation", ""), ("sliding", k)) + ((("focus", k),) if method == "focus_local" else ())
+        baselines = (("truncation", ""), ("sliding", k), ("sliding_local", k)) \
+            + ((("focus", k),) if method == "focus_local" else ())
         for baseline, bk in baselines:
             if not all((i, baseline, bk) in index for i in ids):
                 continue

@@ -17,10 +17,12 @@ from focus_nemo.data.assets import resolve_fasta
 from focus_nemo.evaluation.config import EvalConfig, source_name
 from focus_nemo.evaluation.metrics import (
     METRICS,
+    SEGMENT_END_METRICS,
     acgt_probs,
     bits_per_base,
     distribution_metrics,
     scored_positions,
+    segment_end_metrics,
     true_base_index,
 )
 from focus_nemo.focus.loss import split_case
@@ -42,7 +44,7 @@ def attention_budget(method: str, length: int, k: int, window: int, horizon_wind
         return length
     if method == "truncation":
         return min(window, length)
-    if method == "focus_local":  # the exact band of the previous window on top of FOCUS's memory
+    if method in ("focus_local", "sliding_local"):  # the exact band of the previous window on top of the memory
         return sliding_span(length, k, window, horizon_windows) + min(window, max(0, length - window))
     return sliding_span(length, k, window, horizon_windows)  # focus and sliding
 
@@ -143,6 +145,10 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
     win_idx = (pos // window).cpu().numpy()
     n_windows = -(-L // window)
     true_idx = true_base_index(y)[0][scored]
+    # the published protocol: the last base of each W-base segment after the first
+    seg_end = torch.zeros_like(scored)
+    seg_end[2 * window - 1::window] = True
+    seg_end &= scored
     full = fm.base(x)
     p = acgt_probs(full[0][scored], torch.float64)
     bits_full = bits_per_base(full, y)[0][scored].double()
@@ -150,9 +156,11 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
     def measure(method: str, k: int | None, logits: torch.Tensor | None) -> tuple[dict, Profile]:
         if logits is None:  # the reference itself
             per = {m: torch.zeros_like(bits_full) for m in METRICS}
+            seg = {m: torch.zeros(int(seg_end.sum()), dtype=torch.float64) for m in SEGMENT_END_METRICS}
             bits = bits_full
         else:
             per = distribution_metrics(p, acgt_probs(logits[0][scored], torch.float64), true_idx)
+            seg = segment_end_metrics(full[0][seg_end], logits[0][seg_end], y[0][seg_end])
             bits = bits_per_base(logits, y)[0][scored].double()
         per["bits_delta"] = bits - bits_full
         row = {"sequence_id": seq.sequence_id, "source": seq.source, "chrom": seq.chrom, "start": seq.start,
@@ -160,6 +168,7 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
                "attention_budget": attention_budget(method, L, k or ks[0], window, h), "positions": int(scored.sum()),
                "bits": float(bits.mean())}
         row.update({m: float(per[m].mean()) for m in ("bits_delta",) + METRICS})
+        row.update({m: float(v.mean()) if v.numel() else float("nan") for m, v in seg.items()})
         vals = np.stack([np.ones(len(pos))] + [per[m].cpu().numpy() for m in PROFILE_METRICS], 1)
         prof = Profile(np.zeros((bins, vals.shape[1])), np.zeros((n_windows, vals.shape[1])))
         for c in range(vals.shape[1]):
@@ -176,6 +185,9 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
                 results.append(measure(method, k, _with_local(fm, local, lambda k=k: fm(x, k=k, window=window))))
         if "sliding" in methods:
             results.append(measure("sliding", k, fm.base(x, attention_span=sliding_span(L, k, window, h))))
+        if "sliding_local" in methods:
+            span = attention_budget("sliding_local", L, k, window, h)
+            results.append(measure("sliding_local", k, fm.base(x, attention_span=span)))
     rows = [r for r, _ in results]
     profiles = {(None if r["k"] == "" else r["k"], r["method"]): pr for r, pr in results}
     return rows, profiles
