@@ -10,8 +10,8 @@ Usage:
 
 Compares FOCUS at every k in `ks` with fixed-window truncation, a sliding window of the same
 attention budget and the base model with full context (definitions in focus_nemo/evaluate.py). The
-run directory receives sequences.csv, summary.csv, summary.md, profile.csv, run_info.json and the
-plots shift_vs_position_in_window.png, shift_vs_length.png and shift_vs_k.png.
+run directory receives sequences.csv, summary.csv, summary.md, headline.md, profile.csv, run_info.json and
+the plots shift_vs_position_in_window.png, shift_vs_length.png and shift_vs_k.png.
 """
 
 from pathlib import Path
@@ -25,8 +25,10 @@ from focus_nemo.evaluate import config_from_hydra, evaluate
 @hydra.main(config_path="../conf", config_name="evaluate_focus", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     result = evaluate(config_from_hydra(cfg))
-    print(Path(result["run_dir"], "summary.md").read_text())
-    print(f"outputs in {result['run_dir']} ({result['seconds']} s)")
+    run = Path(result["run_dir"])
+    print((run / "summary.md").read_text())
+    print((run / "headline.md").read_text())
+    print(f"outputs in {run} ({result['seconds']} s): summary.md has every k and metric")
 
 
 if __name__ == "__main__":

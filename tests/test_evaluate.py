@@ -361,7 +361,7 @@ def _tiny_config(run_dir: Path, plots: bool) -> EvalConfig:
 def test_recipe_is_deterministic_and_writes_its_outputs(tmp_path):
     evaluate(_tiny_config(tmp_path / "a", plots=True))
     evaluate(_tiny_config(tmp_path / "b", plots=False))
-    for name in ("sequences.csv", "summary.csv", "summary.md", "profile.csv", "paired.csv"):
+    for name in ("sequences.csv", "summary.csv", "summary.md", "headline.md", "profile.csv", "paired.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     for name in ("shift_vs_position_in_window.png", "shift_vs_length.png", "shift_vs_k.png"):
         assert (tmp_path / "a" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -383,6 +383,14 @@ def test_recipe_is_deterministic_and_writes_its_outputs(tmp_path):
     md = (tmp_path / "a" / "summary.md").read_text()
     assert "| chr20_heldout | all | 160 | sliding | 16 | 72 | 2 |" in md
     assert "| chr20_heldout | 160 | 8 | focus - truncation | 2 |" in md
+    # The headline table: each source and length at one k (neither 100 nor given: the first, 8).
+    head = (tmp_path / "a" / "headline.md").read_text().splitlines()
+    assert head[0] == "chr20_heldout, 2 sequences of 160 bases, k = 8, mean over sequences (+- 95% CI half-width):"
+    body = [line.split(" | ") for line in head[:9] if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0] for r in body] == [f"| full context ({float(row['bits_mean']) - float(row['bits_delta_mean']):.4f} "
+                                    "bits/base)", "| FOCUS", "| truncation to the window",
+                                    "| sliding window, FOCUS's budget"]
+    assert body[1][1] == "80" and " +- " in body[1][2] and body[2][1] == "64"
     with open(tmp_path / "a" / "paired.csv") as f:
         paired = list(csv.DictReader(f))
     assert len(paired) == 2 * 2 * 2  # sources x ks x baselines

@@ -143,6 +143,44 @@ def paired_markdown(paired: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+HEADLINE_NAMES = {"full": "full context", "focus": "FOCUS", "focus_local": "FOCUS + local band",
+                  "truncation": "truncation to the window", "sliding": "sliding window, FOCUS's budget",
+                  "sliding_local": "sliding window, the band's budget"}
+
+
+def headline_markdown(summary: Sequence[dict], k: int | None = None) -> str:
+    """The short table the README and the demo print: for each source and length (all records), every
+    method at one k (default: 100 if evaluated, else the first k) with its key/value budget, KL(full ||
+    method) mean +- 95% CI half-width, mean |delta p(true)|, extra bits per base, and the published
+    protocol's |delta p(true)| at segment ends over the whole vocabulary."""
+    rows = [s for s in summary if s["chrom_group"] == "all"]
+    ks = sorted({int(s["k"]) for s in rows if s["k"] not in ("", None)})
+    if k is None:
+        k = 100 if 100 in ks else (ks[0] if ks else None)
+    head = ["method", "attention KV per block", "KL(full \\|\\| method), nats", "mean \\|delta p(true)\\|",
+            "extra bits/base", "segment ends: \\|delta p(true)\\|, vocab"]
+    out = []
+    for source, length in sorted({(s["source"], s["length"]) for s in rows}, key=lambda t: (t[0], int(t[1]))):
+        sel = [s for s in rows if s["source"] == source and s["length"] == length
+               and (s["k"] in ("", None) or int(s["k"]) == k)]
+        n = max(s["sequences"] for s in sel)
+        out += [f"{source}, {n} sequences of {int(length):,} bases, k = {k}, mean over sequences "
+                "(+- 95% CI half-width):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for s in sorted(sel, key=lambda s: METHODS.index(s["method"])):
+            if s["method"] == "full":
+                cells = [f"{HEADLINE_NAMES['full']} ({s['bits_mean']:.4f} bits/base)", f"{s['attention_budget']:,}",
+                         "0", "0", "0", "0"]
+            else:
+                half = s["kl_mean"] - s["kl_ci_low"]
+                kl = _num(s["kl_mean"], "kl") + ("" if math.isnan(half) else f" +- {_num(half, 'kl')}")
+                cells = [HEADLINE_NAMES[s["method"]], f"{s['attention_budget']:,}", kl,
+                         _num(s["abs_dp_true_mean"], "abs_dp_true"), _num(s["bits_delta_mean"], "bits_delta"),
+                         _num(s["seg_end_abs_dp_mean"], "seg_end_abs_dp")]
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def profile_rows(profiles: dict, window: int) -> list[dict]:
     rows = []
     for (source, k, method), prof in sorted(profiles.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][2]),

@@ -16,6 +16,7 @@ from focus_nemo.evaluation.metrics import SEQUENCE_COLUMNS, SUMMARY_METRICS
 from focus_nemo.evaluation.plots import k_figure, profile_figure
 from focus_nemo.evaluation.report import (
     PAIRED_METRICS,
+    headline_markdown,
     paired_differences,
     paired_markdown,
     profile_rows,
@@ -34,8 +35,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     Files: ``config.json``; ``sequences.csv`` (one row per sequence, k and method, `SEQUENCE_COLUMNS`);
     ``summary.csv`` and ``summary.md`` (per source, record group, length, k and method: mean, median,
     std and 95% CI over sequences); ``paired.csv`` (FOCUS minus each baseline per sequence, the same
-    statistics; also in ``summary.md``); ``profile.csv`` (metric means per position-in-window bin and per
-    window index, pooled over sequences); ``run_info.json`` (machine, versions, seconds); with
+    statistics; also in ``summary.md``); ``headline.md`` (`headline_markdown`: the short table at
+    k = 100 the README and the demo print); ``profile.csv`` (metric means per position-in-window bin
+    and per window index, pooled over sequences); ``run_info.json`` (machine, versions, seconds); with
     ``plots``: ``shift_vs_position_in_window.png``, ``shift_vs_length.png`` and ``shift_vs_k.png``.
 
     Returns:
@@ -85,6 +87,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     write_csv(run / "paired.csv", paired, ["source", "length", "k", "comparison", "sequences"]
               + [f"{m}_{s}" for m in PAIRED_METRICS for s in ("mean", "median", "std", "ci_low", "ci_high")])
     (run / "summary.md").write_text(summary_markdown(summary) + "\n" + paired_markdown(paired))
+    (run / "headline.md").write_text(headline_markdown(summary))
     prof_rows = profile_rows(profiles, window)
     write_csv(run / "profile.csv", prof_rows, ["source", "k", "method", "axis", "bin", "start", "end", "positions",
                                                 *PROFILE_METRICS])
