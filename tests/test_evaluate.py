@@ -340,6 +340,14 @@ def test_config_composes_and_errors_name_the_field():
     assert cfg.adapter is None
     with pytest.raises(ValueError, match="EvalConfig.methods"):
         config_from_hydra(_compose("methods=[focus,beam]"))
+    with pytest.raises(ValueError, match="EvalConfig.methods: empty"):
+        config_from_hydra(_compose("methods=[]"))
+    # By default FOCUS runs as the adapter's config says, beside the sliding window of that budget.
+    default = config_from_hydra(_compose())
+    assert default.methods is None
+    assert default.methods_for(0) == ["focus", "truncation", "sliding"]
+    assert default.methods_for(1) == ["focus_local", "truncation", "sliding_local"]
+    assert config_from_hydra(_compose("methods=[focus,focus_local]")).methods_for(1) == ["focus", "focus_local"]
     with pytest.raises(ValueError, match="duplicate source"):
         config_from_hydra(_compose("sources=[bundled:phage_lambda,/x/phage_lambda.fa.gz]"))
     with pytest.raises(Exception, match="kss"):

@@ -34,7 +34,8 @@ class EvalConfig:
     # Focus memory a window sees (FocusConfig.horizon): None keeps the adapter's; "none" (every Focus entry),
     # "auto" (the base model's trained context) or a number of bases (a multiple of the window)
     horizon: str | None = None
-    methods: list[str] = field(default_factory=lambda: ["focus", "truncation", "sliding"])
+    # None: FOCUS as the adapter runs it and its equal-budget sliding window, with truncation (`default_methods`)
+    methods: list[str] | None = None
     seed: int = 0
     rc_prob: float = 0.5
     max_n_fraction: float = 0.1
@@ -55,7 +56,9 @@ class EvalConfig:
             raise ValueError("EvalConfig.ks: empty (name at least one ratio k)")
         if self.num_sequences < 1:
             raise ValueError(f"EvalConfig.num_sequences: must be >= 1, got {self.num_sequences}")
-        bad = sorted(set(self.methods) - set(METHODS[1:]))
+        if self.methods is not None and not self.methods:
+            raise ValueError("EvalConfig.methods: empty (name at least one method, or null for the default)")
+        bad = sorted(set(self.methods or ()) - set(METHODS[1:]))
         if bad:
             raise ValueError(f"EvalConfig.methods: {bad} not among {list(METHODS[1:])}")
         if self.horizon is not None:
@@ -78,6 +81,13 @@ class EvalConfig:
                 raise ValueError("EvalConfig.sources: an entry has no `fasta`")
             if s.num_sequences is not None and s.num_sequences < 1:
                 raise ValueError(f"EvalConfig.sources[{source_name(s)}].num_sequences: must be >= 1")
+
+    def methods_for(self, local: int) -> list[str]:
+        """`methods`, or by default FOCUS as the adapter runs it (``focus`` for ``local = 0``, ``focus_local``
+        with the band), truncation, and the sliding window of that FOCUS's key/value budget."""
+        if self.methods is not None:
+            return list(self.methods)
+        return ["focus_local", "truncation", "sliding_local"] if local else ["focus", "truncation", "sliding"]
 
     def check_window(self, window: int) -> None:
         """Errors naming the field when a length or k does not fit the window in use."""

@@ -58,8 +58,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     cfg.check_window(window)
     horizon = cfg.focus_horizon(fm.base.config, window, fm.config.horizon)
     fm.config.horizon = horizon  # checked against the window in use (k and W are passed per forward)
-    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon},
+    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon,
+                                                "methods_used": cfg.methods_for(fm.config.local)},
                                                 indent=2))
+    methods = cfg.methods_for(fm.config.local)
     sequences = sample_sequences(cfg)
     log.info("evaluating %d sequences from %s at k=%s, W=%d, horizon %s", len(sequences),
              ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window, horizon or "none")
@@ -69,7 +71,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()) as progress:
         task = progress.add_task("evaluate", total=len(sequences), info="")
         for seq in sequences:
-            seq_rows, seq_prof = evaluate_sequence(fm, seq, cfg.ks, window, cfg.methods, cfg.position_bins)
+            seq_rows, seq_prof = evaluate_sequence(fm, seq, cfg.ks, window, methods, cfg.position_bins)
             rows += seq_rows
             for (k, method), prof in seq_prof.items():
                 key = (seq.source, k, method)
