@@ -15,7 +15,7 @@ import torch
 
 from focus_nemo.focus import FocusConfig, FocusModel
 
-EMBEDDED_ADAPTER = "evo2_small_chr20_focus"
+EMBEDDED_ADAPTER = "evo2_small_chr20_focus_local"  # multi-window training, exact local band (local = 1)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
