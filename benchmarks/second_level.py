@@ -1,11 +1,11 @@
 """Does a second level of Focus memory recover what a bounded horizon loses? Held-out human chr20.
 
 Usage:
-    python benchmarks/second_level.py                       # embedded model + shipped adapter, defaults below
+    python benchmarks/second_level.py                       # embedded model + its local = 0 adapter
     python benchmarks/second_level.py --sequences 2 --length 16384 --train-steps 0   # quick look
 
-The embedded base with its shipped FOCUS adapter (k = 100, W = 1024) scores the same seeded held-out
-sequences (GRCh37 chr20:50-51 Mb, `grch37_chr20_heldout.fa.gz`, never trained on) with:
+The embedded base with its paper-scheme FOCUS adapter (`evo2_small_chr20_focus`, k = 100, W = 1024)
+scores the same seeded held-out sequences (GRCh37 chr20:50-51 Mb, `grch37_chr20_heldout.fa.gz`, never trained on) with:
 
 * ``unbounded``: single-level FOCUS, every Focus entry kept (the paper's memory);
 * ``horizon``: the last H/W windows' Focus entries only (older ones dropped, DESIGN D12);
@@ -167,9 +167,11 @@ def train_q2(fm, pieces: list[bytes], horizon: int, k2: int, steps: int, lr: flo
 
 
 def main() -> None:
+    from importlib.resources import files
+
     import torch
 
-    from focus_nemo.loading import embedded_adapter_dir, load_focus_model
+    from focus_nemo.loading import load_focus_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sequences", type=int, default=4)
@@ -183,6 +185,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ship", default=None, help="write the adapter with the trained q2 here if it beats the mean")
+    ap.add_argument("--adapter", default=str(files("focus_nemo") / "assets" / "evo2_small_chr20_focus"),
+                    help="the first-level adapter (default: the embedded model's paper-scheme adapter, local = 0)")
     ap.add_argument("--name", default="second_level")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -193,7 +197,7 @@ def main() -> None:
 
     from safetensors.torch import load_file, save_file
 
-    fm = load_focus_model()
+    fm = load_focus_model(adapter=args.adapter)
     fm.add_level2_queries()
     W, k = fm.config.window, fm.config.k
     configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
@@ -234,7 +238,7 @@ def main() -> None:
             "steps": args.train_steps, "lr": args.lr, "sample_bases": train_len - 1,
             "data": "grch37_chr20_train.fa.gz", "objective": "KL(base full context || FOCUS), q2 only"}}))
         log(f"shipped {shipped}")
-    payload = {"machine": machine(), "model": "embedded", "adapter": str(embedded_adapter_dir().name),
+    payload = {"machine": machine(), "model": "embedded", "adapter": Path(args.adapter).name,
                "k": k, "window": W, "configs": list(results), "sequences": len(heldout), "length": args.length,
                "heldout": "grch37_chr20_heldout.fa.gz", "seed": args.seed,
                "train": {"config": f"{hw}:{k2}", "steps": 0 if args.q2 else args.train_steps, "lr": args.lr,
