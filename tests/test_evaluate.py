@@ -396,7 +396,7 @@ def test_recipe_is_deterministic_and_writes_its_outputs(tmp_path):
     assert head[0] == "chr20_heldout, 2 sequences of 160 bases, k = 8, mean over sequences (+- 95% CI half-width):"
     body = [line.split(" | ") for line in head[:9] if line.startswith("| ") and "---" not in line][1:]
     assert [r[0] for r in body] == [f"| full context ({float(row['bits_mean']) - float(row['bits_delta_mean']):.4f} "
-                                    "bits/base)", "| FOCUS", "| truncation to the window",
+                                    "bits/base)", "| FOCUS (local = 0)", "| truncation to the window",
                                     "| sliding window, FOCUS's budget"]
     assert body[1][1] == "80" and " +- " in body[1][2] and body[2][1] == "64"
     with open(tmp_path / "a" / "paired.csv") as f:

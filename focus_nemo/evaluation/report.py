@@ -143,7 +143,8 @@ def paired_markdown(paired: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-HEADLINE_NAMES = {"full": "full context", "focus": "FOCUS", "focus_local": "FOCUS + local band",
+HEADLINE_NAMES = {"full": "full context", "focus": "FOCUS (local = 0)",
+                  "focus_local": "FOCUS + local band (local = 1)",
                   "truncation": "truncation to the window", "sliding": "sliding window, FOCUS's budget",
                   "sliding_local": "sliding window, the band's budget"}
 
