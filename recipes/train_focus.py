@@ -1,8 +1,8 @@
 """Train a FOCUS adapter on a frozen Evo-2.
 
 Usage:
-    python recipes/train_focus.py                          # CPU demo: embedded model, bundled chr20
-    python recipes/train_focus.py +experiment=demo         # the same, named
+    python recipes/train_focus.py                          # embedded model, bundled chr20, CPU defaults
+    python recipes/train_focus.py +experiment=demo         # the laptop demo (what `make demo` trains)
     python recipes/train_focus.py focus.k=50 trainer.max_steps=100 run_dir=runs/k50
     python recipes/train_focus.py --cfg job                # print the composed config
 
