@@ -200,6 +200,25 @@ def test_focus_formula_with_two_attention_blocks_and_bf16():
     assert row["attention_state_bytes"] == n_attn * (completed * math.ceil(W / K) + part) * per_entry
 
 
+def test_focus_with_the_local_band_counts_the_band_in_its_state():
+    """With ``--local 1`` a FOCUS run keeps the previous window's keys/values besides the Focus memory of the
+    older windows and the current window; the row counts all of them and records the band."""
+    n_attn, per_entry = entry_bytes("tiny")
+    n = 3 * W + 40  # three completed windows, 40 bases into the fourth
+    row = measure(tiny(local=1), "focus", n)
+    assert row["status"] == "ok", row
+    assert row["local"] == 1
+    band = W  # window 2's bases exactly (windows 0 and 1 are seen through their Focus entries)
+    # every completed window's Focus entries are held (window 2's become visible once it leaves the band)
+    assert row["focus_memory_entries_per_attention_block"] == 3 * math.ceil(W / K)
+    assert row["attention_state_bytes"] == n_attn * (3 * math.ceil(W / K) + band + 40) * per_entry
+    plain = measure(tiny(local=0), "focus", n)
+    assert plain["local"] == 0
+    assert row["attention_state_bytes"] - plain["attention_state_bytes"] == n_attn * band * per_entry
+    with pytest.raises(ValueError, match="local: must be an integer >= 0"):
+        tiny(local=-1)
+
+
 # ---------------------------------------------------------------------- focus_h: FOCUS with a horizon
 H = 2 * W  # two windows of Focus memory: ceil(W/K) = 10 entries each
 

@@ -24,7 +24,7 @@ measured it uses the larger of this and their measured slope."""
 CSV_COLUMNS = ("method", "length", "status", "seconds", "cpu_seconds", "bases_per_s", "predicted_seconds",
                "peak_rss_growth_bytes", "peak_gpu_bytes", "peak_gpu_growth_bytes", "attention_state_bytes",
                "hyena_state_bytes", "focus_memory_entries_per_attention_block", "device", "dtype", "checkpoint",
-               "k", "window", "chunk_size", "horizon", "note")
+               "k", "window", "chunk_size", "horizon", "local", "note")
 
 
 HELDOUT = "chr20_heldout"
@@ -92,6 +92,8 @@ class ProfileConfig:
         horizon: the Focus horizon of ``focus_h`` in bases (a multiple of `window`), or ``"auto"``: the
             base model's trained context (`focus_nemo.focus.config.default_horizon`). ``focus`` always
             keeps every Focus entry.
+        local: the exact local band of ``focus`` and ``focus_h`` in windows (DESIGN D11); None keeps the
+            adapter's (0 for the untrained projections).
     """
 
     checkpoint: str = "embedded"
@@ -105,6 +107,7 @@ class ProfileConfig:
     seed: int = 0
     threads: int = 0
     horizon: int | str = AUTO
+    local: int | None = None
 
     def __post_init__(self) -> None:
         from focus_nemo.loading import parse_dtype
@@ -117,6 +120,8 @@ class ProfileConfig:
         if self.horizon is None:
             raise ValueError("horizon: focus_h needs a horizon (bases or 'auto'); 'focus' is the unbounded method")
         check_horizon(self.horizon, self.window, allow_auto=True)
+        if self.local is not None and (isinstance(self.local, bool) or self.local < 0):
+            raise ValueError(f"local: must be an integer >= 0, got {self.local!r}")
         if self.threads < 0:
             raise ValueError(f"threads: must be >= 0, got {self.threads}")
 
@@ -148,6 +153,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--horizon", type=checked(_horizon_arg), default=AUTO,
                         help="Focus horizon of the focus_h method in bases (a multiple of W, k/M suffixes) or 'auto' "
                              "(the base model's trained context)")
+    parser.add_argument("--local", type=int, default=None,
+                        help="exact local band of focus/focus_h in windows (default: the adapter's; 0 untrained)")
     parser.add_argument("--chunk-size", type=int, help="bases per forward_chunk call (default: W)")
     parser.add_argument("--dtype", default="float32", help="float32 | bf16")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<n>")
@@ -169,7 +176,7 @@ def config_from_args(a) -> ProfileConfig:
     """The `ProfileConfig` of parsed `add_arguments` options."""
     return ProfileConfig(checkpoint=a.checkpoint, adapter=a.adapter, k=a.k, window=a.window, chunk_size=a.chunk_size,
                          dtype=a.dtype, device=a.device, random_sequence=a.random, seed=a.seed, threads=a.threads,
-                         horizon=a.horizon)
+                         horizon=a.horizon, local=a.local)
 
 
 def _horizon_arg(text: str) -> int | str:

@@ -31,13 +31,16 @@ def load_model(cfg: ProfileConfig):
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    key = (cfg.checkpoint, cfg.adapter, cfg.k, cfg.window, cfg.dtype, cfg.device)
+    key = (cfg.checkpoint, cfg.adapter, cfg.k, cfg.window, cfg.dtype, cfg.device, cfg.local)
     if key not in _loaded:
         _loaded.clear()
         gc.collect()
         torch.manual_seed(cfg.seed)
-        _loaded[key] = load_focus_model(cfg.checkpoint, cfg.adapter, dtype=cfg.dtype, device=cfg.device,
-                                        focus=FocusConfig(k=cfg.k, window=cfg.window))
+        fm = load_focus_model(cfg.checkpoint, cfg.adapter, dtype=cfg.dtype, device=cfg.device,
+                              focus=FocusConfig(k=cfg.k, window=cfg.window, local=cfg.local or 0))
+        if cfg.local is not None:
+            fm.config = dataclasses.replace(fm.config, local=cfg.local)  # over the adapter's, checked
+        _loaded[key] = fm
     return _loaded[key]
 
 
@@ -107,8 +110,9 @@ def stream_method(fm, method: str, tokens: torch.Tensor, chunk: int, k: int, win
     check then runs on the host, no device synchronisation per chunk); the base-model methods get
     each chunk moved here. `horizon` (bases) is the ``focus_h`` method's and required by it.
 
-    Keys: ``attention_state_bytes`` (FOCUS: Focus memory + current window; full/truncation: live KV
-    cache entries), ``hyena_state_bytes``, ``focus_memory_entries_per_attention_block`` (FOCUS only).
+    Keys: ``attention_state_bytes`` (FOCUS: Focus memory, second-level entries, the exact local band
+    and the current window; full/truncation: live KV cache entries), ``hyena_state_bytes``,
+    ``focus_memory_entries_per_attention_block`` (FOCUS only).
     """
     if method in ("focus", "focus_h"):
         if method == "focus_h" and horizon is None:
@@ -117,7 +121,8 @@ def stream_method(fm, method: str, tokens: torch.Tensor, chunk: int, k: int, win
         for _ in fm.stream(tokens, chunk, state=state):
             pass
         nb = state.nbytes()
-        return {"attention_state_bytes": nb["focus_memory"] + nb["window"], "hyena_state_bytes": nb["hyena"],
+        attention = nb["focus_memory"] + nb["coarse_memory"] + nb["band"] + nb["window"]
+        return {"attention_state_bytes": attention, "hyena_state_bytes": nb["hyena"],
                 "focus_memory_entries_per_attention_block": max(state.memory_entries().values(), default=0)}
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose from {', '.join(METHODS)}")
@@ -146,6 +151,8 @@ def measure(cfg: ProfileConfig, method: str, length: int) -> dict:
         horizon = resolve_horizon(fm, cfg) if method == "focus_h" else None
         if horizon is not None:
             row["horizon"] = horizon
+        if method in ("focus", "focus_h"):
+            row["local"] = fm.config.local
         tokens = sequence_tokens(length, cfg.random_sequence, cfg.seed)  # on the host: see stream_method
         stream_method(fm, method, tokens[:, : min(length, 2 * cfg.window)], cfg.chunk, cfg.k, cfg.window, horizon)
         gc.collect()
