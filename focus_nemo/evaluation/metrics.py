@@ -66,11 +66,9 @@ def segment_end_metrics(full: torch.Tensor, test: torch.Tensor, targets: torch.T
         full, test: [n, V] logits of the base with full context and of the method at n positions.
         targets: [n] the true next token ids.
     """
-    p = F.softmax(full.double(), dim=-1)
-    q = F.softmax(test.double(), dim=-1)
-    idx = targets[:, None]
     log_p, log_q = F.log_softmax(full.double(), dim=-1), F.log_softmax(test.double(), dim=-1)
-    return {"seg_end_abs_dp": (p.gather(-1, idx) - q.gather(-1, idx)).abs().squeeze(-1),
+    p, idx = log_p.exp(), targets[:, None]
+    return {"seg_end_abs_dp": (p.gather(-1, idx) - log_q.gather(-1, idx).exp()).abs().squeeze(-1),
             "seg_end_kl": (p * (log_p - log_q)).sum(-1)}
 
 
