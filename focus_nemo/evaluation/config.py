@@ -34,7 +34,7 @@ class EvalConfig:
     # Focus memory a window sees (FocusConfig.horizon): None keeps the adapter's; "none" (every Focus entry),
     # "auto" (the base model's trained context) or a number of bases (a multiple of the window)
     horizon: str | None = None
-    # None: FOCUS as the adapter runs it and its equal-budget sliding window, with truncation (`default_methods`)
+    # None: FOCUS as the adapter runs it and its equal-budget sliding window, with truncation (`methods_for`)
     methods: list[str] | None = None
     seed: int = 0
     rc_prob: float = 0.5

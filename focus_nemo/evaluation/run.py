@@ -58,10 +58,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     cfg.check_window(window)
     horizon = cfg.focus_horizon(fm.base.config, window, fm.config.horizon)
     fm.config.horizon = horizon  # checked against the window in use (k and W are passed per forward)
-    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon,
-                                                "methods_used": cfg.methods_for(fm.config.local)},
-                                                indent=2))
     methods = cfg.methods_for(fm.config.local)
+    (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon,
+                                                "methods_used": methods}, indent=2))
     sequences = sample_sequences(cfg)
     log.info("evaluating %d sequences from %s at k=%s, W=%d, horizon %s", len(sequences),
              ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window, horizon or "none")
