@@ -257,8 +257,8 @@ def markdown(p: dict) -> str:
     t = p["train"]
     lines = [f"# Second level of Focus memory: fidelity on held-out chr20 ({p['sequences']} x {p['length']} bases)",
              "",
-             f"Embedded model + shipped adapter, k = {p['k']}, W = {p['window']}; horizon H (in windows) and k2 "
-             "(Focus entries per second-level entry) per table. KL(full || method) in nats and mean |delta p(true "
+             f"Embedded model + adapter {p['adapter']}, k = {p['k']}, W = {p['window']}; horizon H (in windows) "
+             "and k2 (Focus entries per second-level entry) per table. KL(full || method) in nats and mean |delta p(true "
              "base)| against the base with full context, x 1e-3; 'after W': every position after the first "
              "window; 'past H+W': the positions where the methods can differ.",
              "",
