@@ -258,9 +258,9 @@ def markdown(p: dict) -> str:
     lines = [f"# Second level of Focus memory: fidelity on held-out chr20 ({p['sequences']} x {p['length']} bases)",
              "",
              f"Embedded model + adapter {p['adapter']}, k = {p['k']}, W = {p['window']}; horizon H (in windows) "
-             "and k2 (Focus entries per second-level entry) per table. KL(full || method) in nats and mean |delta p(true "
-             "base)| against the base with full context, x 1e-3; 'after W': every position after the first "
-             "window; 'past H+W': the positions where the methods can differ.",
+             "and k2 (Focus entries per second-level entry) per table. KL(full || method) in nats and mean "
+             "|delta p(true base)| against the base with full context, x 1e-3; 'after W': every position after "
+             "the first window; 'past H+W': the positions where the methods can differ.",
              "",
              f"Machine: {describe_machine(p['machine'])}. q2: trained at H/W:k2 = {t['config']}, "
              f"{t['steps']} steps of "
