@@ -71,6 +71,25 @@ class PretrainConfig:
     long_context_sequences: int = 0
     long_context_len: int = 16384
     long_context_seed: int = 20
+    # Keep every long-filter modal pole strictly decaying: after initialisation and after each optimizer
+    # step, log-poles above this value (< 0, e.g. -1e-5) are set to it. The filter clamps log-poles at 0,
+    # so one pushed above 0 becomes a pure integrator that no longer gets a gradient and, in a long stream,
+    # sums every input since the start. None: no projection.
+    max_log_pole: float | None = None
+
+
+def project_poles(model: Evo2Model, max_log_pole: float | None) -> int:
+    """Set the long filters' log-poles above `max_log_pole` to it (in place); returns how many were."""
+    if max_log_pole is None:
+        return 0
+    moved = 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("filter.log_poles"):
+                over = p > max_log_pole
+                moved += int(over.sum())
+                p.masked_fill_(over, max_log_pole)
+    return moved
 
 
 class ChromWindows:
@@ -132,7 +151,7 @@ TRAINER_STATE = "trainer_state.pt"
 # (time_budget_s, max_steps, stop_at_step, save_every, evaluation, threads, out_dir, init_from) may change.
 RESUME_SETTINGS = ("fasta", "chrom", "train_range", "preset", "model_overrides", "seq_len", "batch_size", "lr",
                    "min_lr", "warmup_steps", "weight_decay", "grad_clip", "max_n_fraction", "seed",
-                   "lr_follows_time")
+                   "lr_follows_time", "max_log_pole")
 
 
 class PretrainResumeError(ValueError):
@@ -289,7 +308,12 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_sampler = ChromWindows(held_seq, cfg.eval_len + 1, cfg.max_n_fraction, np.random.default_rng(cfg.seed + 1))
     eval_windows = [eval_sampler.sample() for _ in range(cfg.eval_windows)]
 
+    if cfg.max_log_pole is not None and not cfg.max_log_pole < 0:
+        raise ValueError(f"PretrainConfig.max_log_pole: must be < 0 (a decaying pole), got {cfg.max_log_pole}")
     model = _build_model(cfg)
+    projected = project_poles(model, cfg.max_log_pole)
+    if projected:
+        print(f"max_log_pole: {projected} log-poles above {cfg.max_log_pole} set to it", flush=True)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and ".filter." not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and ".filter." not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -351,6 +375,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
             loss.backward()
             gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            project_poles(model, cfg.max_log_pole)
             done = step + 1
             rec = {"step": step, "loss_bits": float(loss.detach()) / math.log(2), "lr": lr,
                    "grad_norm": float(gn),

@@ -18,7 +18,13 @@ from safetensors.torch import load_file
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.evo2.checkpoint import CheckpointError, load_evo2, save_evo2
-from focus_nemo.pretrain import PretrainConfig, PretrainResumeError, pretrain, read_pretrain_checkpoint
+from focus_nemo.pretrain import (
+    PretrainConfig,
+    PretrainResumeError,
+    pretrain,
+    project_poles,
+    read_pretrain_checkpoint,
+)
 
 N = 3
 
@@ -125,6 +131,36 @@ def test_init_from_starts_from_the_checkpoint(fasta, tmp_path):
     b = load_file(str(tmp_path / "cont3" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["embedding.weight"], src.state_dict()["embedding.weight"])
+
+
+def test_max_log_pole_keeps_every_pole_decaying(fasta, tmp_path):
+    """Log-poles pushed to or above 0 (integrators the filter's clamp no longer trains) are set to
+    max_log_pole at the start and stay at or below it after every step; the setting is part of a resume."""
+    src = Evo2Model(Evo2Config.preset("tiny"))
+    src.reset_parameters(11)
+    names = [n for n, _ in src.named_parameters() if n.endswith("filter.log_poles")]
+    assert names
+    with torch.no_grad():
+        lp = dict(src.named_parameters())[names[0]]
+        lp[0, :3] = torch.tensor([0.0, 0.02, -1e-6])
+    save_evo2(src, tmp_path / "src")
+    out = tmp_path / "proj"
+    pretrain(config(fasta, out, init_from=str(tmp_path / "src"), max_log_pole=-1e-3, lr=3e-2, stop_at_step=N))
+    got = load_file(str(out / "model.safetensors"))
+    for n in names:
+        assert got[n].max().item() <= -1e-3, n
+    # set to the bound at the start (the 0 and 0.02 no longer stuck at the clamp), then trained from there
+    probe = load_evo2(tmp_path / "src")
+    assert project_poles(probe, -1e-3) == 3
+    assert torch.equal(dict(probe.named_parameters())[names[0]][0, :3], torch.full((3,), -1e-3))
+    assert project_poles(probe, None) == 0 and project_poles(probe, -1e-3) == 0
+    assert not torch.equal(got[names[0]][0, :3], torch.full((3,), -1e-3))
+    below = src.state_dict()[names[0]] < -1e-3
+    assert not torch.equal(got[names[0]][below], src.state_dict()[names[0]][below])  # the others train
+    with pytest.raises(PretrainResumeError, match=r"max_log_pole: -0.001 -> None"):
+        pretrain(config(fasta, out, init_from=str(tmp_path / "src")))
+    with pytest.raises(ValueError, match=r"PretrainConfig.max_log_pole: must be < 0"):
+        pretrain(config(fasta, tmp_path / "bad", max_log_pole=0.0))
 
 
 def test_init_from_refuses_shape_overrides(fasta, tmp_path):
