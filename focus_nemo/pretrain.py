@@ -296,6 +296,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     """Train the backbone; writes model.safetensors, config.json, train_log.jsonl, metrics.json."""
     from focus_nemo.evo2.checkpoint import save_evo2
 
+    if cfg.max_log_pole is not None and not cfg.max_log_pole < 0:  # before reading the genome
+        raise ValueError(f"PretrainConfig.max_log_pole: must be < 0 (a decaying pole), got {cfg.max_log_pole}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -308,8 +310,6 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_sampler = ChromWindows(held_seq, cfg.eval_len + 1, cfg.max_n_fraction, np.random.default_rng(cfg.seed + 1))
     eval_windows = [eval_sampler.sample() for _ in range(cfg.eval_windows)]
 
-    if cfg.max_log_pole is not None and not cfg.max_log_pole < 0:
-        raise ValueError(f"PretrainConfig.max_log_pole: must be < 0 (a decaying pole), got {cfg.max_log_pole}")
     model = _build_model(cfg)
     projected = project_poles(model, cfg.max_log_pole)
     if projected:

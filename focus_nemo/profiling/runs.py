@@ -37,9 +37,9 @@ def load_model(cfg: ProfileConfig):
         gc.collect()
         torch.manual_seed(cfg.seed)
         fm = load_focus_model(cfg.checkpoint, cfg.adapter, dtype=cfg.dtype, device=cfg.device,
-                              focus=FocusConfig(k=cfg.k, window=cfg.window, local=cfg.local or 0))
-        if cfg.local is not None:
-            fm.config = dataclasses.replace(fm.config, local=cfg.local)  # over the adapter's, checked
+                              focus=FocusConfig(k=cfg.k, window=cfg.window))
+        if cfg.local is not None:  # over the adapter's (or the untrained default 0), checked
+            fm.config = dataclasses.replace(fm.config, local=cfg.local)
         _loaded[key] = fm
     return _loaded[key]
 
