@@ -76,6 +76,44 @@ class PretrainConfig:
     # so one pushed above 0 becomes a pure integrator that no longer gets a gradient and, in a long stream,
     # sums every input since the start. None: no projection.
     max_log_pole: float | None = None
+    # Give the long filters slow modes before the first step (a fresh run only, not a resume): in every
+    # long-filter group, the `slow_modes` modes of least impulse-response mass (|R| / (1 - exp(logp)))
+    # get log-poles log-spaced in -slow_mode_decay (decay per base; half-lives ln 2 / decay) and a zero
+    # residue, so they start silent and training decides how much they carry. The default initialisation
+    # draws decays of 0.01-0.1 per base (half-lives under 70 bases), so a Hyena block otherwise carries
+    # little beyond a few hundred bases. 0: unchanged.
+    slow_modes: int = 0
+    slow_mode_decay: tuple[float, float] = (1e-4, 1e-2)
+    # Learning rate of the long filters' log-poles relative to `lr`. The log-pole is the trained value
+    # itself (a decay per base), so an Adam step of ~lr moves a slow pole (decay 1e-4) by ten times its
+    # value; a scale of ~0.01 moves poles by about 1e-5 per step. 1.0: one learning rate for all.
+    pole_lr_scale: float = 1.0
+
+
+def add_slow_modes(model: Evo2Model, count: int, decay: tuple[float, float]) -> int:
+    """Replace, per long-filter group, the `count` modes of least impulse-response mass by silent slow
+    modes (zero residue, log-poles -logspace(decay)); returns how many modes were replaced."""
+    if count <= 0:
+        return 0
+    lo, hi = float(decay[0]), float(decay[1])
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"PretrainConfig.slow_mode_decay: need 0 < low <= high < 1 (decay per base), got {decay}")
+    replaced = 0
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if getattr(module, "kind", None) != "H" or not hasattr(module, "log_poles"):
+                continue
+            lp, r = module.log_poles, module.residues
+            if count > lp.shape[1]:
+                raise ValueError(f"PretrainConfig.slow_modes: {count} exceeds the {lp.shape[1]} modes per group "
+                                 f"of {name}")
+            mass = r.abs() / (-torch.expm1(lp.clamp(max=-1e-12)))
+            idx = mass.argsort(dim=1)[:, :count]
+            slow = -torch.logspace(math.log10(lo), math.log10(hi), count, dtype=lp.dtype)
+            lp.scatter_(1, idx, slow.expand(lp.shape[0], count).contiguous())
+            r.scatter_(1, idx, torch.zeros(lp.shape[0], count, dtype=r.dtype))
+            replaced += idx.numel()
+    return replaced
 
 
 def project_poles(model: Evo2Model, max_log_pole: float | None) -> int:
@@ -151,7 +189,8 @@ TRAINER_STATE = "trainer_state.pt"
 # (time_budget_s, max_steps, stop_at_step, save_every, evaluation, threads, out_dir, init_from) may change.
 RESUME_SETTINGS = ("fasta", "chrom", "train_range", "preset", "model_overrides", "seq_len", "batch_size", "lr",
                    "min_lr", "warmup_steps", "weight_decay", "grad_clip", "max_n_fraction", "seed",
-                   "lr_follows_time", "max_log_pole")
+                   "lr_follows_time", "max_log_pole", "slow_modes", "slow_mode_decay",
+                   "pole_lr_scale")
 
 
 class PretrainResumeError(ValueError):
@@ -212,6 +251,8 @@ def read_pretrain_checkpoint(cfg: PretrainConfig) -> tuple[Path, dict] | None:
     if Path(name).name != name or name in ("", ".", ".."):
         raise PretrainResumeError(f"{record_path}: directory {name!r} is not a step directory of {ck}; {restart}")
     now = _settings(cfg)
+    # A setting added after the checkpoint was written had its default value then.
+    saved = {**{k: v for k, v in _settings(PretrainConfig()).items() if k not in saved}, **saved}
     changed = sorted(k for k in RESUME_SETTINGS if saved.get(k) != now[k])
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -298,6 +339,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     if cfg.max_log_pole is not None and not cfg.max_log_pole < 0:  # before reading the genome
         raise ValueError(f"PretrainConfig.max_log_pole: must be < 0 (a decaying pole), got {cfg.max_log_pole}")
+    if not cfg.pole_lr_scale > 0:
+        raise ValueError(f"PretrainConfig.pole_lr_scale: must be > 0, got {cfg.pole_lr_scale}")
+    if cfg.slow_modes:
+        lo, hi = (float(x) for x in cfg.slow_mode_decay)
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"PretrainConfig.slow_mode_decay: need 0 < low <= high < 1 (decay per base), "
+                             f"got {tuple(cfg.slow_mode_decay)}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -311,13 +359,24 @@ def pretrain(cfg: PretrainConfig) -> dict:
     eval_windows = [eval_sampler.sample() for _ in range(cfg.eval_windows)]
 
     model = _build_model(cfg)
+    slowed = add_slow_modes(model, cfg.slow_modes, cfg.slow_mode_decay)  # replaced by the resumed weights
+    if slowed:
+        print(f"slow_modes: {slowed} long-filter modes replaced by silent slow modes "
+              f"(decay {cfg.slow_mode_decay[0]:g}-{cfg.slow_mode_decay[1]:g} per base)", flush=True)
     projected = project_poles(model, cfg.max_log_pole)
     if projected:
         print(f"max_log_pole: {projected} log-poles above {cfg.max_log_pole} set to it", flush=True)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and ".filter." not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and ".filter." not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    named = list(model.named_parameters())
+    own_pole_lr = cfg.pole_lr_scale != 1.0
+    poles = [p for n, p in named if own_pole_lr and n.endswith("filter.log_poles")]
+    decay = [p for n, p in named if p.dim() >= 2 and ".filter." not in n]
+    no_decay = [p for n, p in named if not (p.dim() >= 2 and ".filter." not in n)
+                and not (own_pole_lr and n.endswith("filter.log_poles"))]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
+    if poles:  # a third group only when it differs, so runs without it keep their optimizer layout
+        groups.append({"params": poles, "weight_decay": 0.0, "lr_scale": float(cfg.pole_lr_scale)})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     start, elapsed0, saved_step = 0, 0.0, -1
     resumed = read_pretrain_checkpoint(cfg) if cfg.resume else None
     if resumed is not None:
@@ -367,7 +426,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                 break
             lr = lr_at(step)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             raw = torch.from_numpy(np.stack([sampler.sample() for _ in range(cfg.batch_size)]).astype(np.int64))
             tokens, wt = split_case(raw, 1.0)
             loss = weighted_ce(model(tokens[:, :-1]), tokens[:, 1:], wt[:, 1:])

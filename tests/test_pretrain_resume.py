@@ -21,6 +21,7 @@ from focus_nemo.evo2.checkpoint import CheckpointError, load_evo2, save_evo2
 from focus_nemo.pretrain import (
     PretrainConfig,
     PretrainResumeError,
+    add_slow_modes,
     pretrain,
     project_poles,
     read_pretrain_checkpoint,
@@ -161,6 +162,96 @@ def test_max_log_pole_keeps_every_pole_decaying(fasta, tmp_path):
         pretrain(config(fasta, out, init_from=str(tmp_path / "src")))
     with pytest.raises(ValueError, match=r"PretrainConfig.max_log_pole: must be < 0"):
         pretrain(config(fasta, tmp_path / "bad", max_log_pole=0.0))
+
+
+def _long_filters(model):
+    return [(n, m) for n, m in model.named_modules() if getattr(m, "kind", None) == "H" and hasattr(m, "log_poles")]
+
+
+def test_add_slow_modes_replaces_the_least_used_modes_silently():
+    """Per long-filter group, the modes of least impulse-response mass become slow modes with a zero
+    residue; when those modes already carried nothing, the model's output does not change."""
+    model = Evo2Model(Evo2Config.preset("tiny"))
+    model.reset_parameters(4)
+    (name, f), = _long_filters(model)
+    G, M = f.log_poles.shape
+    with torch.no_grad():
+        f.residues[:, 5] = 0.0  # no mass
+        f.residues[:, 9] = 1e-6  # next least
+        f.log_poles[0, 2] = 0.0  # an integrator (unbounded mass) is never picked
+    tokens = torch.randint(0, 512, (1, 300), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(tokens)
+    assert add_slow_modes(model, 1, (1e-4, 1e-2)) == G
+    assert torch.equal(f.log_poles[:, 5], torch.full((G,), -1e-4)) and torch.equal(f.residues[:, 5], torch.zeros(G))
+    assert f.log_poles[0, 2] == 0.0
+    with torch.no_grad():
+        after = model(tokens)
+    assert torch.allclose(before, after, atol=1e-6, rtol=0)  # the replaced mode carried nothing
+    # Two per group: log-spaced over the range, the next least-used mode taken.
+    assert add_slow_modes(model, 2, (1e-4, 1e-2)) == 2 * G
+    assert torch.allclose(f.log_poles[:, 5], torch.full((G,), -1e-4))  # least mass: the slowest
+    assert torch.allclose(f.log_poles[:, 9], torch.full((G,), -1e-2))
+    assert (f.residues[:, [5, 9]] == 0).all()
+    with pytest.raises(ValueError, match=r"slow_modes: 17 exceeds the 16 modes"):
+        add_slow_modes(model, M + 1, (1e-4, 1e-2))
+    with pytest.raises(ValueError, match=r"slow_mode_decay: need 0 < low <= high < 1"):
+        add_slow_modes(model, 1, (1e-2, 1e-4))
+
+
+def test_slow_modes_train_and_poles_take_their_own_learning_rate(fasta, tmp_path):
+    """A run with slow modes starts them silent and trains their residues; with pole_lr_scale the
+    log-poles move by about lr * scale per step while the rest trains at lr; both settings are part
+    of a resume, and bad values are refused before the genome is read."""
+    src = Evo2Model(Evo2Config.preset("tiny"))
+    src.reset_parameters(11)
+    save_evo2(src, tmp_path / "src")
+    (name, _), = _long_filters(src)
+    out = tmp_path / "slow"
+    scale = 1e-2
+    pretrain(config(fasta, out, init_from=str(tmp_path / "src"), slow_modes=2, slow_mode_decay=(1e-4, 1e-3),
+                    pole_lr_scale=scale, lr=3e-2, stop_at_step=N))
+    got = load_file(str(out / "model.safetensors"))
+    probe = load_evo2(tmp_path / "src")
+    add_slow_modes(probe, 2, (1e-4, 1e-3))
+    start = dict(probe.named_parameters())
+    lp0, lpN = start[name + ".log_poles"].detach(), got[name + ".log_poles"]
+    slow = start[name + ".residues"].detach() == 0
+    assert int(slow.sum()) == 2 * lp0.shape[0]
+    assert (got[name + ".residues"][slow] != 0).all()  # the silent modes learned a residue
+    # Adam moves each parameter by at most ~lr per step: poles by lr * scale, the others by lr.
+    assert (lpN - lp0).abs().max().item() <= 3e-2 * scale * N * 1.5
+    assert (lpN - lp0).abs().max().item() > 0
+    emb = "embedding.weight"
+    assert (got[emb] - src.state_dict()[emb]).abs().max().item() > 3e-2 * scale * N * 1.5
+    with pytest.raises(PretrainResumeError, match=r"pole_lr_scale: 0.01 -> 1.0"):
+        pretrain(config(fasta, out, init_from=str(tmp_path / "src"), slow_modes=2, slow_mode_decay=(1e-4, 1e-3)))
+    with pytest.raises(PretrainResumeError, match=r"slow_modes: 2 -> 0"):
+        pretrain(config(fasta, out, init_from=str(tmp_path / "src"), slow_mode_decay=(1e-4, 1e-3),
+                        pole_lr_scale=scale))
+    with pytest.raises(ValueError, match=r"PretrainConfig.slow_mode_decay"):
+        pretrain(config(tmp_path / "missing.fa", tmp_path / "bad", slow_modes=1, slow_mode_decay=(0.0, 1e-3)))
+    with pytest.raises(ValueError, match=r"PretrainConfig.pole_lr_scale: must be > 0"):
+        pretrain(config(tmp_path / "missing.fa", tmp_path / "bad", pole_lr_scale=0.0))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_its_default(fasta, tmp_path):
+    out = tmp_path / "old"
+    pretrain(config(fasta, out, stop_at_step=N))
+    from focus_nemo.training.checkpoint import CHECKPOINT_DIR, CHECKPOINT_RECORD
+
+    record_path = out / CHECKPOINT_DIR / CHECKPOINT_RECORD
+    record = json.loads(record_path.read_text())
+    for k in ("slow_modes", "slow_mode_decay", "pole_lr_scale"):
+        del record["settings"][k]
+    record_path.write_text(json.dumps(record))
+    assert pretrain(config(fasta, out))["steps"] == 2 * N
+    record = json.loads(record_path.read_text())
+    for k in ("slow_modes", "slow_mode_decay", "pole_lr_scale"):
+        del record["settings"][k]
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(PretrainResumeError, match=r"pole_lr_scale: 1.0 -> 0.5"):
+        pretrain(config(fasta, out, pole_lr_scale=0.5, max_steps=3 * N))
 
 
 def test_init_from_refuses_shape_overrides(fasta, tmp_path):
