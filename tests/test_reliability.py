@@ -68,6 +68,7 @@ Tokens
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -219,6 +220,20 @@ def test_adapter_for_a_base_of_another_width_is_refused(tmp_path):
     wider = FocusModel(stressed_model("SDH*", hidden_size=128, num_heads=4), FocusConfig(k=4, window=16))
     with pytest.raises(ValueError, match=rf"{tmp_path / 'a'}: .*different base model.*hidden 64.*hidden 128"):
         wider.load_adapter(tmp_path / "a")
+
+
+def test_adapter_for_a_base_of_the_same_shape_and_another_name_loads_with_a_warning(tmp_path, caplog):
+    FocusModel(stressed_model("SDH*"), FocusConfig(k=4, window=16)).save_adapter(tmp_path / "a")
+    other = stressed_model("SDH*", seed=1)
+    other.config = dataclasses.replace(other.config, name="tiny_continued")
+    with caplog.at_level("WARNING", logger="focus_nemo.focus.adapter"):
+        FocusModel(other, FocusConfig(k=4, window=16)).load_adapter(tmp_path / "a")
+    assert any("trained on base model 'tiny'" in r.getMessage() and "'tiny_continued'" in r.getMessage()
+               for r in caplog.records), caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="focus_nemo.focus.adapter"):
+        FocusModel(stressed_model("SDH*", seed=2), FocusConfig(k=4, window=16)).load_adapter(tmp_path / "a")
+    assert not caplog.records  # same name: nothing to say
 
 
 def test_truncated_adapter_config_is_named(tmp_path):

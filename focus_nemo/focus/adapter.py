@@ -25,6 +25,7 @@ have exited are cleaned up.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -33,6 +34,8 @@ from safetensors.torch import load_file, save_file
 
 from focus_nemo.durable import durable_write_bytes, durable_write_path, remove_stale_temp_files, sha256_file
 from focus_nemo.focus.config import FocusConfig
+
+log = logging.getLogger(__name__)
 
 ADAPTER_FORMAT = "focus-nemo-adapter/1"
 TENSORS = "adapter.safetensors"
@@ -88,6 +91,11 @@ def load_adapter(model, path: str | Path, strict_config: bool = False) -> dict:
             f"{path}: adapter was trained for a different base model (shape hash {want['shape_hash']}, "
             f"hidden {want['hidden_size']}, pattern {want['pattern']!r}); this base has shape hash "
             f"{have['shape_hash']}, hidden {have['hidden_size']}, pattern {have['pattern']!r}")
+    if want.get("preset") and have.get("preset") and want["preset"] != have["preset"]:
+        # Same shapes, other weights (e.g. a continued pretraining of the same model): the adapter loads,
+        # but its Focus tokens were trained against the other model's activations.
+        log.warning("%s: adapter was trained on base model %r; this base is %r (same shapes, so it loads)",
+                    path, want["preset"], have["preset"])
     tensor_path = path / TENSORS
     if not tensor_path.is_file():
         raise FileNotFoundError(f"{tensor_path}: missing adapter tensors")
