@@ -90,14 +90,21 @@ class PretrainConfig:
     pole_lr_scale: float = 1.0
 
 
+def check_slow_mode_decay(decay) -> tuple[float, float]:
+    """(low, high) decays per base of the slow modes; a ValueError naming the field unless 0 < low <= high < 1."""
+    lo, hi = (float(x) for x in decay)
+    if not 0 < lo <= hi < 1:
+        raise ValueError(f"PretrainConfig.slow_mode_decay: need 0 < low <= high < 1 (decay per base), "
+                         f"got {tuple(decay)}")
+    return lo, hi
+
+
 def add_slow_modes(model: Evo2Model, count: int, decay: tuple[float, float]) -> int:
     """Replace, per long-filter group, the `count` modes of least impulse-response mass by silent slow
     modes (zero residue, log-poles -logspace(decay)); returns how many modes were replaced."""
     if count <= 0:
         return 0
-    lo, hi = float(decay[0]), float(decay[1])
-    if not 0 < lo <= hi < 1:
-        raise ValueError(f"PretrainConfig.slow_mode_decay: need 0 < low <= high < 1 (decay per base), got {decay}")
+    lo, hi = check_slow_mode_decay(decay)
     replaced = 0
     with torch.no_grad():
         for name, module in model.named_modules():
@@ -342,10 +349,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if not cfg.pole_lr_scale > 0:
         raise ValueError(f"PretrainConfig.pole_lr_scale: must be > 0, got {cfg.pole_lr_scale}")
     if cfg.slow_modes:
-        lo, hi = (float(x) for x in cfg.slow_mode_decay)
-        if not 0 < lo <= hi < 1:
-            raise ValueError(f"PretrainConfig.slow_mode_decay: need 0 < low <= high < 1 (decay per base), "
-                             f"got {tuple(cfg.slow_mode_decay)}")
+        check_slow_mode_decay(cfg.slow_mode_decay)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -366,15 +370,19 @@ def pretrain(cfg: PretrainConfig) -> dict:
     projected = project_poles(model, cfg.max_log_pole)
     if projected:
         print(f"max_log_pole: {projected} log-poles above {cfg.max_log_pole} set to it", flush=True)
-    named = list(model.named_parameters())
+    # a third group for the log-poles only when their rate differs, so runs without it keep their optimizer layout
     own_pole_lr = cfg.pole_lr_scale != 1.0
-    poles = [p for n, p in named if own_pole_lr and n.endswith("filter.log_poles")]
-    decay = [p for n, p in named if p.dim() >= 2 and ".filter." not in n]
-    no_decay = [p for n, p in named if not (p.dim() >= 2 and ".filter." not in n)
-                and not (own_pole_lr and n.endswith("filter.log_poles"))]
+    poles, decay, no_decay = [], [], []
+    for n, p in model.named_parameters():
+        if own_pole_lr and n.endswith("filter.log_poles"):
+            poles.append(p)
+        elif p.dim() >= 2 and ".filter." not in n:
+            decay.append(p)
+        else:
+            no_decay.append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
               {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
-    if poles:  # a third group only when it differs, so runs without it keep their optimizer layout
+    if poles:
         groups.append({"params": poles, "weight_decay": 0.0, "lr_scale": float(cfg.pole_lr_scale)})
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
     start, elapsed0, saved_step = 0, 0.0, -1
