@@ -70,15 +70,33 @@ class CpuFlashKernel:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, attn_mask=bias)
         return out, lse, bias
 
+    @staticmethod
+    def backward_layout(out: torch.Tensor) -> torch.Tensor:
+        return out  # the CPU kernel honours any strides
+
     def backward(self, grad, q, k, v, out, lse, causal: bool, ctx):
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
             grad, q, k, v, out, lse, 0.0, causal, attn_mask=ctx)
 
 
+def _sequence_major(t: torch.Tensor) -> torch.Tensor:
+    """`t` [B, H, L, hd] with its storage laid out [B, L, H, hd] contiguous (a view when it already is)."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 class CudaEfficientKernel:
     """PyTorch's memory-efficient CUDA kernel. Its log-sum-exp may come back padded along the query
     dimension (to a multiple of 32); the merge uses the first Lq entries and the backward gets the
-    merged values written into the padded layout it expects."""
+    merged values written into the padded layout it expects.
+
+    The backward reads ``out`` in the layout its forward returns, [B, L, H, hd] contiguous seen as
+    [B, H, L, hd]: it takes the batch and head strides from the tensor but fixes the sequence stride
+    at H * hd (``o_strideM`` in PyTorch's ``mem_eff_attention/kernel_backward.h``), and for 16-bit
+    dtypes it computes delta = rowsum(dO * out) itself from that read (fp32 computes delta with
+    ordinary tensor ops, which honour any strides). The merged output is [B, H, L, hd] contiguous,
+    so `backward_layout` re-lays it out once per backward; any other layout gives wrong q/k gradients
+    in bf16/fp16 and reads past the end of ``out``.
+    """
 
     name = "cuda-mem-efficient"
     forward_op = staticmethod(lambda *a: torch.ops.aten._scaled_dot_product_efficient_attention(*a))
@@ -88,6 +106,11 @@ class CudaEfficientKernel:
         bias = None if mask is None else _bias(mask, q.dtype, align=16).expand(q.shape[0], q.shape[1], -1, -1)
         out, lse, seed, offset = self.forward_op(q, k, v, bias, True, 0.0, causal)
         return out, lse[..., : q.shape[2]], (bias, lse, seed, offset)
+
+    @staticmethod
+    def backward_layout(out: torch.Tensor) -> torch.Tensor:
+        """The merged output in the memory layout `backward` must be given (see the class docstring)."""
+        return _sequence_major(out)
 
     def backward(self, grad, q, k, v, out, lse, causal: bool, ctx):
         bias, lse_layout, seed, offset = ctx
@@ -117,6 +140,10 @@ class MathKernel:
         lse = torch.logsumexp(s, -1)
         p = torch.exp(s - lse.unsqueeze(-1)).nan_to_num(0.0)
         return (p @ v.float()).to(q.dtype), lse, mask
+
+    @staticmethod
+    def backward_layout(out: torch.Tensor) -> torch.Tensor:
+        return out
 
     def backward(self, grad, q, k, v, out, lse, causal: bool, ctx):
         s = self._scores(q, k, causal, ctx)
@@ -172,6 +199,7 @@ class _PartsAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         q, out, lse, *kv = ctx.saved_tensors
+        out = ctx.kernel.backward_layout(out)  # once for every part
         dq = torch.zeros_like(q, dtype=torch.float32)
         dkv = []
         for i, (causal, _) in enumerate(ctx.specs):
