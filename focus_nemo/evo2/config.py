@@ -26,6 +26,28 @@ NORM_FORMS = ("arc", "nemo")
 LEGACY_NORM_FORM = "nemo"
 
 
+class _UnchosenNormForm(str):
+    """`Evo2Config.norm_form`'s default value: the string "nemo" (what a model built from the config computes),
+    marked as not chosen by whoever made the config, so that a checkpoint reader can give the model the form of
+    the code the checkpoint comes from instead (`Evo2Config.norm_form_chosen`). Any value set explicitly (also
+    "nemo") or read from a file counts as chosen; `dataclasses.replace` keeps the mark. Deep copies (and so
+    `dataclasses.asdict`, `Evo2Config.to_dict` and everything written from them) hold the plain string."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str.__repr__(str(self))
+
+    def __reduce__(self):
+        return (_UnchosenNormForm, (str(self),))
+
+    def __deepcopy__(self, memo) -> str:
+        return str(self)
+
+
+DEFAULT_NORM_FORM = _UnchosenNormForm("nemo")
+
+
 @dataclass
 class Evo2Config:
     """Shape and numerics of an Evo-2 model.
@@ -53,8 +75,10 @@ class Evo2Config:
     rotary_scaling: float = 1.0
     eps: float = 1e-6
     # RMSNorm form (NORM_FORMS): that of the code the weights come from ("arc" for vortex/savanna files and
-    # Arc's models, "nemo" for NeMo 2 files and models trained here).
-    norm_form: str = "nemo"
+    # Arc's models, "nemo" for NeMo 2 files and models trained here). Left at its default, it is "nemo" for a
+    # model built from the config, and a checkpoint loaded with the config keeps its own form
+    # (`norm_form_chosen`).
+    norm_form: str = DEFAULT_NORM_FORM
     # Evo-2 style activations: the MLP gate uses GELU only in layer 0 and the identity after it
     # (NeMo remove_activation_post_first_layer=True, vortex evo2_style_activations=True).
     activation_first_layer_only: bool = True
@@ -97,6 +121,12 @@ class Evo2Config:
             raise bad("norm_form", f"{self.norm_form!r} is not one of {NORM_FORMS}")
 
     # ------------------------------------------------------------------ derived
+    @property
+    def norm_form_chosen(self) -> bool:
+        """False when `norm_form` was left at its default (set by no one): a checkpoint loaded with this config
+        then keeps the RMSNorm form of the code it comes from."""
+        return not isinstance(self.norm_form, _UnchosenNormForm)
+
     @property
     def num_layers(self) -> int:
         return len(self.pattern)
@@ -339,6 +369,6 @@ def config_to_arc_yaml(cfg: Evo2Config) -> str:
         "evo2_style_activations": cfg.activation_first_layer_only, "tie_embeddings": True,
         "mha_out_proj_bias": cfg.attn_out_bias, "hyena_out_proj_bias": True, "hyena_flip_x1x2": False,
         "qkv_proj_bias": False, "max_seqlen": cfg.max_seqlen, "final_norm": True, "mlp_activation": "gelu",
-        "tokenizer_type": "CharLevelTokenizer", "norm_form": cfg.norm_form,
+        "tokenizer_type": "CharLevelTokenizer", "norm_form": str(cfg.norm_form),
     }
     return yaml.safe_dump(doc, sort_keys=False)

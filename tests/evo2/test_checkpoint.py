@@ -258,7 +258,7 @@ def test_roundtrip_vortex_inferred_config(tmp_path):
 
 
 def test_roundtrip_vortex_split_parts(tmp_path):
-    model = random_model()
+    model = random_model(Evo2Config.preset("tiny", norm_form="arc"))  # a vortex file is computed in Arc's form
     base = tmp_path / "evo2_tiny.pt"
     parts = export_vortex(model, base, part_size=100_000)
     assert len(parts) > 2 and not base.exists()
@@ -321,8 +321,10 @@ def test_vortex_norm_form_is_arcs(tmp_path):
         nemo_form = (model(x) - ref).abs().max().item()
     assert err <= 1e-5 * scale, (err, scale)
     assert nemo_form > 100 * err and nemo_form > 1e-3 * scale, (nemo_form, err, scale)  # the forms differ here
-    # The YAML written beside the file records the exported model's own form, and reproduces it exactly.
-    again = load_evo2(path, config=tmp_path / "m.yml")
+    # The YAML written beside the file records the exported model's own form, and reproduces it exactly
+    # (with a warning: Arc's code would compute the file in its own form).
+    with pytest.warns(UserWarning, match=r"norm_form='nemo'.*normalises in the 'arc' form"):
+        again = load_evo2(path, config=tmp_path / "m.yml")
     assert again.config.norm_form == "nemo" and again.config.shape_dict() == cfg.shape_dict()
     assert max_diff(model, again, x) <= TOL
 
@@ -338,6 +340,100 @@ def test_norm_form_is_recorded_in_our_files(tmp_path):
     assert legacy.norm_form == "nemo"
     assert Evo2Config.preset("small").shape_hash() == "18082a957dc54099"
     assert Evo2Config.preset("small", norm_form="arc").shape_hash() != "18082a957dc54099"
+
+
+def _small_activation_arc_model(cfg: Evo2Config) -> Evo2Model:
+    """An Arc-form model with a 0.02-std embedding (a common init scale), where the two RMSNorm forms differ by
+    ~1% of the logits."""
+    model = random_model(cfg)
+    with torch.no_grad():
+        model.embedding.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(5))
+    return model
+
+
+def _unchosen(cfg: Evo2Config) -> Evo2Config:
+    """The same shape as an Evo2Config built field by field, norm_form not given."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("norm_form", "name", "extra")}
+    return Evo2Config(**fields)
+
+
+@pytest.mark.parametrize("fmt", ["vortex", "savanna", "ours"])
+def test_config_without_norm_form_keeps_the_checkpoints_form(tmp_path, fmt):
+    """load_evo2(file, config=Evo2Config(...)) with no norm_form chosen computes in the file's own form: Arc's for
+    vortex and savanna files, the recorded one for ours. Pinned against Arc's formula (vortex) or the saved model
+    at activations where the forms differ by far more than the tolerance."""
+    arc = Evo2Config.preset("tiny", norm_form="arc")
+    model = _small_activation_arc_model(arc)
+    if fmt == "vortex":
+        (path,) = export_vortex(model, tmp_path / "m.pt")
+    elif fmt == "savanna":
+        path = tmp_path / "savanna.pt"
+        torch.save(savanna_checkpoint(model), path)
+    else:
+        path = save_evo2(model, tmp_path / "ckpt")
+    given = _unchosen(arc)
+    assert given.norm_form == "nemo" and not given.norm_form_chosen
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: nothing contradicts the file
+        loaded = load_evo2(path, config=given)
+    assert loaded.config.norm_form == "arc" and loaded.config.norm_form_chosen
+    x = tokens(64, 1)
+    with torch.no_grad():
+        ref = model(x)
+        scale = ref.abs().max().item()
+        assert (loaded(x) - ref).abs().max().item() <= 1e-5 * scale
+        # the teeth: the same weights in the other form are far off here
+        other = Evo2Model(Evo2Config.preset("tiny"), init=False)
+        other.load_state_dict(model.state_dict())
+        assert (other(x) - ref).abs().max().item() > 1e-3 * scale
+    if fmt == "vortex":
+        vsd = torch.load(path, weights_only=True)
+        with torch.no_grad():
+            ref = vortex_reference_logits(vsd, x, arc.num_heads, arc.eps)
+            assert (loaded(x) - ref).abs().max().item() <= 1e-5 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("fmt", ["vortex", "savanna", "ours"])
+def test_config_contradicting_the_files_norm_form_warns_naming_both(tmp_path, fmt):
+    """A config that chooses a form other than the file's is honoured, with a warning naming both forms."""
+    arc = Evo2Config.preset("tiny", norm_form="arc")
+    model = _small_activation_arc_model(arc)
+    if fmt == "vortex":
+        (path,) = export_vortex(model, tmp_path / "m.pt")
+    elif fmt == "savanna":
+        path = tmp_path / "savanna.pt"
+        torch.save(savanna_checkpoint(model), path)
+    else:
+        path = save_evo2(model, tmp_path / "ckpt")
+    given = Evo2Config.preset("tiny", norm_form="nemo")
+    assert given.norm_form_chosen
+    with pytest.warns(UserWarning, match=r"sets norm_form='nemo'.*normalises in the 'arc' form") as record:
+        loaded = load_evo2(path, config=given)
+    assert loaded.config.norm_form == "nemo"
+    assert any(str(tmp_path) in str(w.message) for w in record)
+
+
+def test_norm_form_chosen_marks():
+    """What counts as choosing a form: any explicit value (also the default's), a value read from a file; a
+    `dataclasses.replace` of other fields keeps an unchosen form unchosen; files get the plain string."""
+    import dataclasses
+
+    import yaml
+
+    from focus_nemo.evo2.config import config_to_arc_yaml
+
+    default = Evo2Config()
+    assert default.norm_form == "nemo" and not default.norm_form_chosen
+    assert Evo2Config(norm_form="nemo").norm_form_chosen and Evo2Config(norm_form="arc").norm_form_chosen
+    assert not Evo2Config.preset("tiny").norm_form_chosen and Evo2Config.preset("7b-1m").norm_form_chosen
+    assert not dataclasses.replace(default, eps=1e-5).norm_form_chosen
+    assert dataclasses.replace(default, norm_form="nemo").norm_form_chosen
+    d = default.to_dict()
+    assert type(d["norm_form"]) is str and yaml.safe_dump(d)
+    assert Evo2Config.from_dict(json.loads(json.dumps(d))).norm_form_chosen
+    assert type(yaml.safe_load(config_to_arc_yaml(default))["norm_form"]) is str
+    explicit = Evo2Config(norm_form="nemo")
+    assert default.shape_hash() == explicit.shape_hash() and default == explicit
 
 
 def test_vortex_extra_state_and_unembed(tmp_path):
@@ -388,7 +484,8 @@ def test_export_vortex_refuses_unrepresentable(tmp_path):
 @pytest.mark.parametrize("offset", [2, 1])
 @pytest.mark.parametrize("short_conv_bias", [False, True])
 def test_roundtrip_savanna(tmp_path, offset, short_conv_bias):
-    model = random_model(Evo2Config.preset("tiny", short_conv_bias=short_conv_bias))
+    # a savanna file is computed in Arc's form
+    model = random_model(Evo2Config.preset("tiny", short_conv_bias=short_conv_bias, norm_form="arc"))
     torch.save(savanna_checkpoint(model, offset=offset), tmp_path / "savanna.pt")
     loaded = load_evo2(tmp_path / "savanna.pt", config=model.config)
     assert read_checkpoint(tmp_path / "savanna.pt", config=model.config)[2] == "savanna"

@@ -27,7 +27,9 @@ Layout facts the converters rely on (reference: the vortex inference engine and 
 RMSNorm form (`Evo2Config.norm_form`, DESIGN D10): that of the code a checkpoint comes from. Vortex and savanna
 files are Arc's ("arc": x / (rms + eps)) unless a config says otherwise (the YAML `export_vortex` writes records
 the form of the model exported); NeMo 2 files are NeMo's ("nemo": x * rsqrt(mean square + eps)); our own files
-record it in their config (files written before the field existed are "nemo", `LEGACY_NORM_FORM`).
+record it in their config (files written before the field existed are "nemo", `LEGACY_NORM_FORM`). A ``config``
+argument that leaves ``norm_form`` at its default (`Evo2Config.norm_form_chosen` is False) gets the file's form;
+one that sets a form contradicting the file's is used as given, with a warning naming both.
 
 Configs Arc's files do not record (rotary scaling, eps, activation scheme) come from the ``config`` argument: an
 `Evo2Config`, a preset name, or Arc's YAML (``evo2/configs/evo2-7b-262k.yml``). Without one they are taken from

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -182,12 +183,42 @@ def check_rotary(conv: Converted, cfg: Evo2Config) -> None:
             )
 
 
+def native_norm_form(conv: Converted) -> str | None:
+    """The RMSNorm form of the code the converted file comes from: the form its own config records (ours, NeMo 2),
+    else that of its format's code (vortex, savanna: Arc's); None for a bare state dict in our names."""
+    if conv.config is not None:
+        return conv.config.norm_form
+    return _NATIVE_NORM_FORM.get(conv.fmt)
+
+
+def _given_norm_form(conv: Converted, config: Evo2Config) -> Evo2Config:
+    """`config` with the file's RMSNorm form when the config does not choose one (`Evo2Config.norm_form_chosen`);
+    a chosen form that contradicts the file's is kept, with a warning naming both."""
+    native = native_norm_form(conv)
+    if native is None:
+        return config
+    if not config.norm_form_chosen:
+        return dataclasses.replace(config, norm_form=native)
+    if config.norm_form != native:
+        code = {"arc": "x / (rms(x) + eps), Arc's vortex and savanna",
+                "nemo": "x * rsqrt(mean(x^2) + eps), NeMo's Hyena and models trained here"}
+        given = config.norm_form
+        warnings.warn(
+            f"{conv.where}: the given config {config.name!r} sets norm_form={given!r} ({code[given]}), but the "
+            f"checkpoint ({conv.fmt}) normalises in the {native!r} form ({code[native]}); using {given!r} as given. "
+            f"Leave norm_form unset (or set {native!r}) to match the checkpoint's own numerics", stacklevel=4)
+    return config
+
+
 def resolve_config(conv: Converted, config: Evo2Config | None) -> Evo2Config:
     if config is not None:
+        config = _given_norm_form(conv, config)
         if conv.config is not None and conv.config.shape_dict() != config.shape_dict():
-            diff = sorted(k for k, v in config.shape_dict().items() if conv.config.shape_dict().get(k) != v)
-            warnings.warn(f"the given config differs from the checkpoint's own in {diff}; using the given one",
-                          stacklevel=3)
+            theirs, ours = conv.config.shape_dict(), config.shape_dict()
+            diff = sorted(k for k in set(theirs) | set(ours) if k != "norm_form" and theirs.get(k) != ours.get(k))
+            if diff:
+                warnings.warn(f"the given config differs from the checkpoint's own in {diff}; using the given one",
+                              stacklevel=3)
         return config
     if conv.config is not None:
         return conv.config
