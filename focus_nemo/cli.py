@@ -42,20 +42,80 @@ def checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= `minimum` (the message names the value)."""
+
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}, got {value}")
+        return value
+
+    integer.__name__ = f"integer >= {minimum}"
+    return checked(integer)
+
+
+def number_above_zero(text: str) -> float:
+    """A finite number > 0 (`positive_number` is the argparse ``type``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+positive_number = checked(number_above_zero)
+
+
+def check_device(text: str) -> str:
+    """`text` when it names a device this machine has (``cpu``, ``cuda``, ``cuda:N``, ``mps``); otherwise a
+    ValueError naming the value and why."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{text!r} is not a device (cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{text!r}: no CUDA device is available here (torch {torch.__version__}, CUDA "
+                             f"{torch.version.cuda or 'not built in'}); use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"{text!r}: no MPS device is available here; use cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"{text!r}: not a device these tools run on (cpu, cuda, cuda:N, mps)")
+    return text
+
+
 def add_device_argument(p: argparse.ArgumentParser, help: str = "cpu, cuda or cuda:N (default: cuda when "
                         "available)") -> None:
-    p.add_argument("--device", help=help)
+    p.add_argument("--device", type=checked(check_device), help=help)
 
 
 def default_device(requested: str | None) -> str:
-    """`requested`, else ``cuda`` when a CUDA device is visible, else ``cpu``."""
+    """`requested` (checked: `check_device`), else ``cuda`` when a CUDA device is visible, else ``cpu``."""
     import torch
 
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if requested:
+        try:
+            return check_device(requested)
+        except ValueError as e:
+            raise ValueError(f"--device: {e}") from None
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def set_threads(threads: int | None) -> None:
-    """torch's CPU threads (None or 0: torch's default)."""
+    """torch's CPU threads (None or 0: torch's default; a negative number is refused, naming it)."""
+    if threads is not None and threads < 0:
+        raise ValueError(f"--threads: must be >= 1 (or 0 for torch's default), got {threads}")
     if threads:
         import torch
 

@@ -6,10 +6,10 @@ Usage:
     torchrun --standalone --nproc_per_node 2 recipes/score_fasta.py --fasta hg38.fa.gz --checkpoint evo2_7b/ \
         --adapter adapter/ --out scores/ --tensor-parallel 2
 
-Writes <record>.npz and/or <record>.bedgraph.gz (log p(base | preceding bases), nats), summary.tsv and
-manifest.json into --out (formats, resume rules: focus_nemo.scoring); a run that scores nothing fails unless
---allow-empty. --tensor-parallel N (NeMo extra, N processes under torchrun) splits the model over the ranks
-(focus_nemo.nemo.scoring); rank 0 writes, and either kind of run may resume the other's directory.
+Writes <record>.npz and/or <record>.bedgraph.gz (log p(base | preceding bases), nats), summary.tsv (every
+record: scored, pending or failed; flagged above --max-bits-per-base) and manifest.json (complete or not) into
+--out (focus_nemo.scoring); a run that scores nothing fails unless --allow-empty. --tensor-parallel N (NeMo
+extra, torchrun) splits the model over the ranks (focus_nemo.nemo.scoring); rank 0 writes.
 """
 
 import contextlib
@@ -30,6 +30,7 @@ def main(argv=None) -> None:
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--allow-empty", action="store_true", help="exit 0 even when no base at all is scored")
+    p.add_argument("--max-bits-per-base", type=cli.positive_number, default=2.0, help="flag records above it")
     a = p.parse_args(argv)
     cli.set_threads(a.threads)
     model = (a.checkpoint, cli.adapter_argument(a.adapter), a.k, a.window, a.dtype)
@@ -48,7 +49,7 @@ def main(argv=None) -> None:
             return score_fasta(a.fasta, a.out, fm, records=a.records, k=k, window=window, formats=a.format,
                                chunk_size=a.chunk_size, resume=a.resume, progress=not a.no_progress and rank == 0,
                                info={"fasta": a.fasta, "checkpoint": a.checkpoint, "adapter": a.adapter},
-                               allow_empty=a.allow_empty)
+                               allow_empty=a.allow_empty, max_bits_per_base=a.max_bits_per_base)
 
     run = cli.run(command, errors=(ValueError, FileNotFoundError), quiet=rank != 0)
     if rank == 0:

@@ -21,7 +21,7 @@ def main(argv=None) -> None:
     p.add_argument("--variants", required=True, help="VCF (.vcf/.vcf.gz) or TSV with chrom, pos, ref, alt")
     p.add_argument("--fasta", required=True, help="reference FASTA (plain, gzip or bgzip)")
     p.add_argument("--out", required=True, help="output TSV")
-    p.add_argument("--flank", type=int, default=8192, help="reference bases on each side of REF")
+    p.add_argument("--flank", type=cli.at_least(0), default=8192, help="reference bases on each side of REF")
     p.add_argument("--on-ref-mismatch", default="error", choices=["error", "skip"],
                    help="REF differs from the reference: stop, or write the row flagged ref_mismatch")
     p.add_argument("--on-unsupported", choices=["error", "skip"],

@@ -257,9 +257,19 @@ def test_settings_mismatch_and_existing_directory_are_errors(fm, two_records, tm
         score_fasta(fasta, out, fm, resume=True, progress=False)
     with torch.no_grad():
         fm.focus_embedding.copy_(original)
+    original_bytes = fasta.read_bytes()
     changed = write_fasta(tmp_path / "changed.fa", {"chrA": recs["chrA"][:-1] + b"N", "chrB": recs["chrB"]})
-    with pytest.raises(ScoringError, match=r"record 'chrA' was scored from a different sequence"):
+    with pytest.raises(ScoringError, match=r"another FASTA input \(FASTA .*two\.fa in the directory, .*changed\.fa"):
         score_fasta(changed, out, fm, resume=True, progress=False)
+    write_fasta(fasta, {"chrA": recs["chrA"][:-1] + b"N", "chrB": recs["chrB"]})  # same file, same size
+    with pytest.raises(ScoringError, match=r"record 'chrA' was scored from a different sequence"):
+        score_fasta(fasta, out, fm, resume=True, progress=False)
+    write_fasta(fasta, {"chrA": recs["chrA"] + b"A", "chrB": recs["chrB"], "chrC": b"ACGT"})
+    with pytest.raises(ScoringError) as e:
+        score_fasta(fasta, out, fm, resume=True, progress=False)
+    assert "size of" in str(e.value) and "record(s) new in the FASTA: chrC" in str(e.value)
+    assert "length of chrA: 150 in the directory, 151 now" in str(e.value)
+    fasta.write_bytes(original_bytes)
     assert score_fasta(fasta, out, fm, resume=True, progress=False).scored == ["chrB"]  # unchanged settings work
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("x")
@@ -273,7 +283,7 @@ def test_output_names_are_safe_and_unique(fm, tmp_path):
     with pytest.raises(ScoringError, match=r"'a\|b' and 'a/b' map to the same output file name 'a_b'"):
         score_fasta(fasta, tmp_path / "out", fm, progress=False)
     score_fasta(fasta, tmp_path / "out", fm, records=["a|b"], progress=False)
-    with pytest.raises(ScoringError, match=r"record 'a/b' would overwrite the outputs of record 'a\|b'"):
+    with pytest.raises(ScoringError, match=r"records 'a\|b' and 'a/b' map to the same output file name"):
         score_fasta(fasta, tmp_path / "out", fm, records=["a/b"], resume=True, progress=False)
 
 
@@ -367,8 +377,9 @@ def test_records_not_scored_are_in_the_summary_with_the_reason(fm, tmp_path):
         run = score_fasta(fasta, tmp_path / "out", fm, progress=False)
     assert run.scored == ["ok", "only_n", "one"]
     rows = {r["record"]: r for r in read_tsv(tmp_path / "out" / "summary.tsv")}
-    assert list(rows) == ["ok", "only_n", "one", "empty"]
-    assert (rows["ok"]["status"], rows["ok"]["note"], int(rows["ok"]["scored"])) == ("scored", "", 39)
+    assert list(rows) == ["empty", "ok", "only_n", "one"]  # the FASTA's order
+    assert (rows["ok"]["status"], int(rows["ok"]["scored"])) == ("scored", 39)
+    assert rows["ok"]["flag"] == "above_max_bits_per_base"  # a random model: worse than a uniform guess
     assert rows["only_n"]["status"] == "nothing_scored" and "no A/C/G/T base" in rows["only_n"]["note"]
     assert "10 N" in rows["only_n"]["note"]
     assert rows["one"]["status"] == "nothing_scored" and "single base" in rows["one"]["note"]
@@ -385,8 +396,8 @@ def test_run_that_scores_nothing_is_an_error_unless_allowed(fm, tmp_path):
     assert "nothing was scored" in msg and "--allow-empty" in msg
     assert "gap: no A/C/G/T base" in msg and "blank: empty record" in msg and "iupac: no A/C/G/T" in msg
     rows = read_tsv(tmp_path / "out" / "summary.tsv")  # written before the error, with every reason
-    assert [(r["record"], r["status"]) for r in rows] == [("gap", "nothing_scored"), ("iupac", "nothing_scored"),
-                                                          ("blank", "skipped")]
+    assert [(r["record"], r["status"]) for r in rows] == [("gap", "nothing_scored"), ("blank", "skipped"),
+                                                          ("iupac", "nothing_scored")]
     with pytest.warns(FastaWarning):
         run = score_fasta(fasta, tmp_path / "allowed", fm, progress=False, allow_empty=True)
     assert run.scored == ["gap", "iupac"] and all(r["scored"] == 0 for r in run.summary)

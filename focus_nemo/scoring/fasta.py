@@ -4,50 +4,50 @@ output files, finished records recorded in the manifest, resumable (see `focus_n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
-import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from focus_nemo.durable import publish, seal, staged
 from focus_nemo.scoring import parallel
 from focus_nemo.scoring.model import model_settings
 from focus_nemo.scoring.outputs import (
+    FINISHED,
+    FLAG,
     SUFFIX,
     SUMMARY,
     TEMP_FILE,
     BedGraphWriter,
     NpzWriter,
+    check_stems,
+    fasta_identity,
     finished,
+    input_files,
     locked,
+    not_scored_row,
     parse_formats,
     prepare_out_dir,
     progress_bar,
     safe_stem,
     write_manifest,
     write_summary,
+    writing,
 )
-from focus_nemo.scoring.stream import (
-    DEFAULT_CHUNK,
-    IS_ACGT,
-    IS_LOWER,
-    IS_N,
-    SCORE_DEFINITION,
-    UNITS,
-    UPPER,
-    LoglikStream,
-    ScoringError,
-)
+from focus_nemo.scoring.stream import DEFAULT_CHUNK, SCORE_DEFINITION, UNITS, LoglikStream, ScoringError
+from focus_nemo.scoring.tally import UNIFORM_BITS, RecordTally, check_max_bits
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_READ = 1 << 20
+
+
+class ScoringInterrupted(ScoringError):
+    """SIGTERM or SIGINT arrived while records were being scored (the run is left resumable)."""
 
 
 @dataclass
@@ -63,7 +63,8 @@ class ScoreRun:
 def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str] | None = None,
                 k: int | None = None, window: int | None = None, formats: str | Sequence[str] = "npz",
                 chunk_size: int = DEFAULT_CHUNK, read_size: int = DEFAULT_READ, resume: bool = False,
-                progress: bool = True, info: dict | None = None, allow_empty: bool = False) -> ScoreRun:
+                progress: bool = True, info: dict | None = None, allow_empty: bool = False,
+                max_bits_per_base: float = UNIFORM_BITS) -> ScoreRun:
     """Score every base of the records of a FASTA file by streaming them through FOCUS.
 
     Under an initialised `torch.distributed` every rank must call this with the same arguments and its
@@ -78,51 +79,56 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
         k, window: FOCUS ratio and window (default: the model's FocusConfig).
         formats: ``npz``, ``bedgraph``, ``both`` or a list.
         chunk_size: bases per model call. read_size: bases per FASTA read.
-        resume: continue in a directory of an earlier run with the same settings, skipping its finished
-            records; without it the directory must not exist or be empty.
-        progress: show a progress bar (rank 0 only).
+        resume: continue in a directory of an earlier run with the same settings and FASTA, skipping its
+            finished records; without it the directory must not exist or be empty.
+        progress: show a progress bar (rank 0 only); off a terminal, a log line a minute.
         info: extra entries recorded in the manifest (not compared on resume), e.g. checkpoint paths.
         allow_empty: accept a run whose output directory ends with no scored base at all (every record
             empty, only N/IUPAC, or a single base); by default that is an error, raised after
             ``summary.tsv`` is written with the reason for each record.
+        max_bits_per_base: records (in ``summary.tsv``) and megabases (in the log) whose scored bases
+            average more bits than this are flagged (default 2: a uniform guess over A/C/G/T).
 
     Raises:
-        ScoringError: unusable output directory, settings or sequence differing from the directory's, or
-            nothing scored (unless `allow_empty`).
+        ScoringError: a bad option, unusable output directory, settings or FASTA differing from the
+            directory's, a file that could not be written, or nothing scored (unless `allow_empty`).
+        ScoringInterrupted: SIGTERM or SIGINT (the manifest and summary say which records are pending).
     """
     from focus_nemo.data import open_genome
 
     rank, world = parallel.rank_world()
+    # every option is checked before anything is written
+    if read_size < 1:
+        raise ValueError(f"read_size: must be >= 1, got {read_size}")
+    if chunk_size < 1:
+        raise ScoringError(f"chunk_size (--chunk-size): must be >= 1, got {chunk_size}")
+    max_bits = check_max_bits(max_bits_per_base)
+    formats = parse_formats(formats)
     genome = open_genome(fasta) if isinstance(fasta, (str, os.PathLike)) else fasta
     k = fm.config.k if k is None else k
     window = fm.config.window if window is None else window
-    if read_size < 1:
-        raise ValueError(f"read_size: must be >= 1, got {read_size}")
-    formats = parse_formats(formats)
     settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
     requested = list(dict.fromkeys(genome.resolve(n) for n in (genome.names if records is None else records)))
     names = genome.records(records)  # empty records left out (FastaWarning) or an error, per the FASTA policy
-    empty = {n: _not_scored_row(n, "skipped", "empty record (a header with no sequence)")
+    empty = {n: not_scored_row(n, "skipped", "empty record (a header with no sequence)")
              for n in requested if n not in set(names)}
-    stems: dict[str, str] = {}
-    for name in names:
-        stem = safe_stem(name)
-        if stem in stems:
-            raise ScoringError(f"records {stems[stem]!r} and {name!r} map to the same output file name {stem!r}")
-        stems[stem] = name
+    check_stems(names)
     out = Path(out_dir)
     run = ScoreRun(out)
     with contextlib.ExitStack() as stack:
         manifest: dict = {}
         if rank == 0:
             try:
-                manifest, todo = _open_run(stack, out, settings, resume, names, stems, formats, genome, read_size,
-                                           run)
+                manifest, todo = _open_run(stack, out, settings, resume, names, requested, formats, genome,
+                                           read_size, run)
                 manifest["not_scored"] = empty
                 manifest["info"] = {**manifest.get("info", {}), **(info or {}), "chunk_size": chunk_size,
-                                    "device": str(next(fm.parameters()).device)}
+                                    "device": str(next(fm.parameters()).device), "max_bits_per_base": max_bits}
                 if world > 1 or "tensor_parallel" in manifest["info"]:
                     manifest["info"]["tensor_parallel"] = world
+                # from here on the directory says which records are pending until each one is finished
+                write_manifest(out, manifest)
+                write_summary(out, manifest, max_bits)
                 plan = ("ok", todo, run.skipped)
             except Exception as e:
                 parallel.from_rank0(("error", f"{type(e).__name__}: {e}"), world)
@@ -133,25 +139,40 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             if plan[0] == "error":
                 raise ScoringError(f"rank 0 could not start scoring: {plan[1]}")
             todo, run.skipped = plan[1], list(plan[2])
-        with progress_bar(progress and rank == 0) as bar:
+        with progress_bar(progress and rank == 0) as bar, _signals_raise(rank == 0):
             task = bar.add_task("scoring", total=sum(genome.length(n) for n in todo))
             for name in todo:
                 bar.update(task, description=name)
-                advance = lambda n: bar.advance(task, n)  # noqa: E731
+                done = [0]
+
+                def advance(n: int, done=done) -> None:
+                    done[0] += n
+                    bar.advance(task, n)
+
                 if rank != 0:
                     for _ in _record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
                         pass
                     run.scored.append(name)
                     continue
-                entry = _score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance)
+                try:
+                    entry = _score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance,
+                                          max_bits)
+                except BaseException as e:
+                    _record_stop(out, manifest, name, e, done[0], genome.length(name), max_bits)
+                    raise
                 manifest["records"][name] = entry
                 write_manifest(out, manifest)
-                write_summary(out, manifest)
+                write_summary(out, manifest, max_bits)
                 run.scored.append(name)
         nothing = None
         if rank == 0:
+            manifest["complete"] = True
             write_manifest(out, manifest)
-            run.summary = write_summary(out, manifest)
+            run.summary = write_summary(out, manifest, max_bits)
+            flagged = [r["record"] for r in run.summary if r.get("flag") == FLAG]
+            if flagged:
+                logger.warning("%s: %d record(s) average more than %g bits/base (flag %s in %s): %s", out,
+                               len(flagged), max_bits, FLAG, SUMMARY, ", ".join(flagged))
             if not allow_empty and not any(r["scored"] for r in run.summary):
                 why = "; ".join(f"{r['record']}: {r.get('note') or 'nothing scored'}" for r in run.summary)
                 nothing = (f"{out}: nothing was scored ({why or 'no records'}); the reasons are in {SUMMARY}. "
@@ -162,37 +183,60 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     return run
 
 
-def _not_scored_row(name: str, status: str, note: str, length: int = 0) -> dict:
-    """Summary row of a record that was not streamed."""
-    return {"record": name, "length": length, "scored": 0, "not_scored": length, "n_bases": 0, "iupac_bases": 0,
-            "soft_masked": 0, "soft_masked_scored": 0, "sum_ll_nats": 0.0, "mean_ll_nats": None,
-            "bits_per_base": None, "perplexity": None, "seconds": None, "bases_per_s": None, "status": status,
-            "note": note}
+@contextlib.contextmanager
+def _signals_raise(enabled: bool):
+    """While scoring, SIGTERM (a scheduler's stop) and SIGINT raise `ScoringInterrupted`, so the manifest and
+    summary record where the run stopped before the process ends (main thread only)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise ScoringInterrupted(f"scoring stopped by {signal.Signals(signum).name}; the run is incomplete "
+                                 f"({SUMMARY} lists the pending records): rerun with --resume to finish it")
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _nothing_scored_note(n: int, first_acgt: bool, n_bases: int, iupac: int) -> str:
-    if n == 1 and first_acgt:
-        return "a single base: the first base of a sequence has no prediction"
-    return f"no A/C/G/T base after the first ({n_bases} N, {iupac} other IUPAC code(s) of {n} bases)"
+def _record_stop(out: Path, manifest: dict, name: str, error: BaseException, done: int, n: int,
+                 max_bits: float) -> None:
+    """Record in the manifest and summary why record `name` did not finish (best effort: on a full disk this
+    write may fail too, and the files already say the run is incomplete)."""
+    if isinstance(error, (ScoringInterrupted, KeyboardInterrupt)):
+        why = {"status": "pending", "note": f"interrupted after {done:,} of {n:,} bases"}
+    else:
+        why = {"status": "failed", "note": f"{type(error).__name__}: {error}"}
+    manifest.setdefault("unfinished", {})[name] = why
+    try:
+        write_manifest(out, manifest)
+        write_summary(out, manifest, max_bits)
+    except Exception as e:  # noqa: BLE001 - the original error is the one to report
+        logger.warning("%s: could not record why %s did not finish (%s)", out, name, e)
 
 
 def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bool, names: list[str],
-              stems: dict[str, str], formats: Sequence[str], genome, read_size: int, run: ScoreRun
+              requested: list[str], formats: Sequence[str], genome, read_size: int, run: ScoreRun
               ) -> tuple[dict, list[str]]:
     """Create or reopen and lock (until `stack` closes) the output directory; returns its manifest and
     the records still to score (finished ones are added to ``run.skipped``)."""
     if out.exists() and not out.is_dir():
         raise ScoringError(f"{out}: output path exists and is not a directory")
+    held = [p for p in input_files(genome) if p.exists() and out.exists() and p.resolve().parent == out.resolve()]
+    if held:
+        raise ScoringError(f"{out}: the output directory holds the input {held[0]}; write the scores to another "
+                           f"directory (--out)")
     if not resume and out.is_dir() and any(out.iterdir()):
         raise ScoringError(f"{out}: output directory exists and is not empty; pass resume=True (--resume) "
                            f"to continue a run there, or choose a new directory")
     out.mkdir(parents=True, exist_ok=True)
     stack.enter_context(locked(out))
-    manifest = prepare_out_dir(out, settings, resume)
-    for other, entry in manifest["records"].items():
-        if other != stems.get(entry["stem"], other):
-            raise ScoringError(f"{out}: record {stems[entry['stem']]!r} would overwrite the outputs of "
-                               f"record {other!r} (both map to the file name {entry['stem']!r})")
+    manifest = prepare_out_dir(out, settings, resume, fasta_identity(genome))
+    check_stems(names, {entry["stem"]: other for other, entry in manifest["records"].items()})
     if resume:
         for leftover in (p for p in out.iterdir() if TEMP_FILE.match(p.name)):
             logger.info("%s: removing %s left by an interrupted run", out, leftover.name)
@@ -200,7 +244,9 @@ def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bo
     todo = []
     for name in names:
         entry = manifest["records"].get(name)
-        if entry is not None and finished(out, entry, formats, genome, name, read_size):
+        stats = None if entry is None else finished(out, entry, formats, genome, name, read_size)
+        if stats is not None:  # figures from the checksummed outputs, never the manifest's own
+            entry["stats"] = stats
             run.skipped.append(name)
         else:
             manifest["records"].pop(name, None)
@@ -208,6 +254,9 @@ def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bo
     if run.skipped:
         logger.info("%s: %d record(s) already finished, skipped: %s", out, len(run.skipped),
                     ", ".join(run.skipped))
+    earlier = [n for n in manifest.get("requested", list(manifest["records"])) if n in manifest["records"]]
+    manifest["requested"] = requested + [n for n in earlier if n not in requested]
+    manifest["complete"], manifest["unfinished"] = False, {}
     return manifest, todo
 
 
@@ -222,78 +271,64 @@ def _record_scores(genome, name: str, fm, k: int, window: int, chunk_size: int, 
 
 
 def _score_record(genome, name: str, out: Path, fm, k: int, window: int, formats: Sequence[str],
-                  chunk_size: int, read_size: int, advance: Callable[[int], None]) -> dict:
+                  chunk_size: int, read_size: int, advance: Callable[[int], None], max_bits: float) -> dict:
     """Stream one record into temporary output files, rename them into place, return its manifest entry."""
     t0 = time.perf_counter()
     n = genome.length(name)
     stem = safe_stem(name)
     finals = {fmt: out / (stem + SUFFIX[fmt]) for fmt in formats}
     with contextlib.ExitStack() as stack:
-        tmps = {fmt: stack.enter_context(staged(p)) for fmt, p in finals.items()}
+        tmps = {}
+        for fmt, p in finals.items():
+            with writing(p, out):
+                tmps[fmt] = stack.enter_context(staged(p))
         writers = {}
         try:
-            if "npz" in tmps:
-                writers["npz"] = NpzWriter(tmps["npz"], n)
-            if "bedgraph" in tmps:
-                writers["bedgraph"] = BedGraphWriter(tmps["bedgraph"], name)
-            seq_hash = hashlib.sha256()
-            counts = dict.fromkeys(("scored", "n_bases", "iupac_bases", "soft_masked", "soft_masked_scored"), 0)
-            total = 0.0
-            first_acgt = False
+            for fmt, tmp in tmps.items():
+                with writing(finals[fmt], out):
+                    writers[fmt] = NpzWriter(tmp, n) if fmt == "npz" else BedGraphWriter(tmp, name)
+            tally = RecordTally(name, n, max_bits)
             for s, raw, ll in _record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
-                seq_hash.update(raw.tobytes())
-                if s == 0:
-                    first_acgt = bool(IS_ACGT[UPPER[raw[0]]])
-                ok = ~np.isnan(ll)
-                lower = IS_LOWER[raw]
-                up = UPPER[raw]
-                counts["scored"] += int(ok.sum())
-                counts["n_bases"] += int(IS_N[raw].sum())
-                counts["iupac_bases"] += int((~IS_ACGT[up] & ~IS_N[raw]).sum())
-                counts["soft_masked"] += int(lower.sum())
-                counts["soft_masked_scored"] += int((lower & ok).sum())
-                total += float(ll[ok].astype(np.float64).sum())
-                for w in writers.values():
-                    w.write(s, ll)
-            seconds = time.perf_counter() - t0
-            mean = total / counts["scored"] if counts["scored"] else None
-            stats = {
-                "record": name, "length": n, "scored": counts["scored"], "not_scored": n - counts["scored"],
-                **{c: counts[c] for c in ("n_bases", "iupac_bases", "soft_masked", "soft_masked_scored")},
-                "sum_ll_nats": total, "mean_ll_nats": mean,
-                "bits_per_base": None if mean is None else -mean / math.log(2),
-                "perplexity": None if mean is None else math.exp(-mean),
-                "seconds": seconds, "bases_per_s": n / seconds if seconds > 0 else None,
-                "status": "scored" if counts["scored"] else "nothing_scored",
-                "note": "" if counts["scored"] else _nothing_scored_note(n, first_acgt, counts["n_bases"],
-                                                                        counts["iupac_bases"]),
-            }
+                tally.add(raw, ll)
+                for fmt, w in writers.items():
+                    with writing(finals[fmt], out):
+                        w.write(s, ll)
+            stats = tally.stats(time.perf_counter() - t0)
             meta = {"record": name, "length": n, "units": UNITS, "score": SCORE_DEFINITION, "k": k,
-                    "window": window, "first_base_acgt": first_acgt,
+                    "window": window, "first_base_acgt": tally.first_acgt,
                     **{c: stats[c] for c in ("scored", "n_bases", "iupac_bases", "soft_masked")}}
-            for w in writers.values():
-                w.close(meta)
+            for fmt, w in writers.items():
+                with writing(finals[fmt], out):
+                    w.close(meta)
         except BaseException:
             for w in writers.values():
                 w.abort()
             raise
         files = {}
         for fmt, tmp in tmps.items():
-            files[fmt] = {"file": finals[fmt].name, "sha256": seal(tmp)}
+            with writing(finals[fmt], out):
+                files[fmt] = {"file": finals[fmt].name, "sha256": seal(tmp)}
         for fmt, tmp in tmps.items():
-            publish(tmp, finals[fmt])
-    return {"stem": stem, "length": n, "sequence_sha256": seq_hash.hexdigest(), "files": files, "stats": stats}
+            with writing(finals[fmt], out):
+                publish(tmp, finals[fmt])
+    return {"stem": stem, "length": n, "sequence_sha256": tally.seq_hash.hexdigest(), "read_size": read_size,
+            "files": files, "stats": stats}
 
 
 def run_report(run: ScoreRun) -> list[str]:
     """Lines describing a finished run: one per record of its summary, then the totals."""
     lines = []
     for row in run.summary:
+        if row["status"] not in FINISHED:
+            lines.append(f"{row['record']}\t{row['length']:,} bases\t{row['status']}: {row.get('note')}")
+            continue
         if not row["scored"]:
             why = row.get("note") or "no scored base"
             lines.append(f"{row['record']}\t{row['length']:,} bases\tnot scored: {why}")
             continue
+        flag = f"\tFLAGGED: {row['note']}" if row.get("flag") else ""
         lines.append(f"{row['record']}\t{row['length']:,} bases\t{row['scored']:,} scored\t"
-                     f"{row['bits_per_base'] or float('nan'):.4f} bits/base\t{row['bases_per_s'] or 0:,.0f} bases/s")
+                     f"{row['bits_per_base'] or float('nan'):.4f} bits/base\t{row['bases_per_s'] or 0:,.0f} bases/s"
+                     f"{flag}")
     lines.append(f"{len(run.scored)} record(s) scored, {len(run.skipped)} already finished; results in {run.out_dir}")
     return lines

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import pickle
 from collections.abc import Iterable
 
 import torch
 
 from focus_nemo.focus.config import AUTO, check_k_window, horizon_for, parse_horizon
-from focus_nemo.scoring.stream import DEFAULT_CHUNK, SCORE_DEFINITION, UNITS
+from focus_nemo.scoring.stream import DEFAULT_CHUNK, SCORE_DEFINITION, UNITS, ScoringError
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +77,11 @@ def add_model_arguments(parser) -> None:
                         help="bases of Focus memory each window sees: auto (the base model's trained context), "
                         "none (unbounded, the paper's scheme) or a multiple of the window; default: the "
                         "adapter's horizon when it records one, else auto")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="bases per model call")
+    from focus_nemo import cli
+
+    parser.add_argument("--chunk-size", type=cli.at_least(1), default=DEFAULT_CHUNK, help="bases per model call")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=cli.at_least(1), help="CPU threads for torch (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -107,7 +110,10 @@ def load_scoring_model(checkpoint: str = "embedded", adapter: str | None = "embe
     from focus_nemo.loading import load_focus_model
 
     focus = untrained_focus_config(k, window) if adapter is None else None
-    fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus, config=config)
+    try:
+        fm = load_focus_model(checkpoint, adapter=adapter, dtype=dtype, device=device, focus=focus, config=config)
+    except pickle.UnpicklingError as e:  # a checkpoint file whose pickled content is refused (never run)
+        raise ScoringError(f"--checkpoint {checkpoint}: cannot be loaded: {e}") from None
     k, window = scoring_ratio(fm, adapter, k, window)
     set_scoring_horizon(fm, horizon, fm.base.config, window)
     return fm, k, window

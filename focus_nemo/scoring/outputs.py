@@ -21,6 +21,7 @@ import numpy as np
 
 from focus_nemo.durable import durable_write_bytes, sha256_file
 from focus_nemo.scoring.stream import ScoringError
+from focus_nemo.scoring.tally import RecordTally, implausible_note
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ MANIFEST = "manifest.json"
 
 SUMMARY = "summary.tsv"
 
-MANIFEST_FORMAT = "focus-nemo-scores/1"
+MANIFEST_FORMAT = "focus-nemo-scores/2"
 
 FORMATS = ("npz", "bedgraph")
 
@@ -36,7 +37,16 @@ SUFFIX = {"npz": ".npz", "bedgraph": ".bedgraph.gz"}
 
 SUMMARY_COLUMNS = ("record", "length", "scored", "not_scored", "n_bases", "iupac_bases", "soft_masked",
                    "soft_masked_scored", "sum_ll_nats", "mean_ll_nats", "bits_per_base", "perplexity",
-                   "seconds", "bases_per_s", "status", "note")
+                   "seconds", "bases_per_s", "status", "flag", "note", "files")
+
+# ``status`` of a summary row: finished (scored, nothing_scored, skipped) or not (pending, failed)
+FINISHED = ("scored", "nothing_scored", "skipped")
+
+FLAG = "above_max_bits_per_base"  # ``flag`` of a record whose bits per base exceed the run's threshold
+
+# Output file names stay far below the 255 bytes file systems allow, with room for the temporary name's
+# ``.<name>.<pid>@<host>.<random>.tmp``.
+MAX_STEM = 96
 
 LOCK_FILE = ".score_fasta.lock"
 
@@ -108,15 +118,58 @@ class BedGraphWriter:
         self.file.close()
 
     def abort(self) -> None:
+        # Cleanup after a failed write (a full disk fails the flush again): never raise over the cause.
         with contextlib.suppress(Exception):
             self.fh.close()
-        self.file.close()
+        with contextlib.suppress(Exception):
+            self.file.close()
 
 
 def safe_stem(name: str) -> str:
-    """File stem of a record: characters outside ``A-Za-z0-9._-`` become ``_``; never hidden."""
+    """File stem of a record: characters outside ``A-Za-z0-9._-`` become ``_``; never hidden; a name longer
+    than `MAX_STEM` is cut and ends with ``-`` and 12 hex digits of its SHA-256 (``summary.tsv`` maps
+    record names to files)."""
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    return "_" + stem if stem.startswith(".") else stem
+    stem = "_" + stem if stem.startswith(".") else stem
+    if len(stem) > MAX_STEM:
+        stem = stem[: MAX_STEM - 13] + "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return stem
+
+
+def check_stems(names: Sequence[str], earlier: dict[str, str] | None = None) -> dict[str, str]:
+    """{stem: record} of `names`; refuses two records whose file names are equal or differ only in case
+    (macOS and Windows file systems fold case), also against `earlier` ({stem: record} already in the
+    output directory)."""
+    stems: dict[str, str] = {}
+    folded: dict[str, tuple[str, str]] = {s.casefold(): (s, n) for s, n in (earlier or {}).items()}
+    for name in names:
+        stem = safe_stem(name)
+        other_stem, other = folded.get(stem.casefold(), (stem, name))
+        if other != name:
+            what = (f"the same output file name {stem!r}" if other_stem == stem else
+                    f"output file names that differ only in case ({other_stem!r}, {stem!r}), which file systems "
+                    f"that fold case (macOS, Windows) would mix")
+            raise ScoringError(f"records {other!r} and {name!r} map to {what}; rename one, or score them into "
+                               f"separate directories (--records)")
+        folded[stem.casefold()] = (stem, name)
+        stems[stem] = name
+    return stems
+
+
+RESUME_HINT = ("files finished before it are kept (manifest.json lists them): free space, then rerun with "
+               "--resume")
+
+
+@contextlib.contextmanager
+def writing(path: Path, directory: Path, what: str = "output file", hint: str = RESUME_HINT):
+    """Turns an OSError while writing `path` (a full disk, a quota, a file-size limit, a name too long)
+    into one ScoringError naming the file and its directory, and what to do (`hint`)."""
+    try:
+        yield
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise ScoringError(f"{path}: could not write this {what} in {directory}: {why} (errno {e.errno}); "
+                           f"{hint}") from None
 
 
 def parse_formats(fmt: str | Sequence[str]) -> tuple[str, ...]:
@@ -135,18 +188,33 @@ def parse_formats(fmt: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(out))
 
 
+def manifest_checksum(manifest: dict) -> str:
+    """SHA-256 of the manifest's content (sorted-key JSON, its ``checksum`` entry left out)."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def read_manifest(path: Path) -> dict:
+    """The manifest at `path`, refused unless its own checksum matches (an edited or damaged manifest
+    could otherwise vouch for outputs or figures it does not describe)."""
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ScoringError(f"{path}: unreadable manifest ({e}); score into a new output directory") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ScoringError(f"{path}: not a {MANIFEST_FORMAT} manifest")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ScoringError(f"{path}: not a {MANIFEST_FORMAT} manifest (format {found!r}); score into a new "
+                           f"output directory")
+    if manifest.get("checksum") != manifest_checksum(manifest):
+        raise ScoringError(f"{path}: the manifest does not match its own checksum (edited or damaged after it "
+                           f"was written); its records cannot be trusted: score into a new output directory")
     return manifest
 
 
 def write_manifest(out: Path, manifest: dict) -> None:
-    durable_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
+    manifest["checksum"] = manifest_checksum(manifest)
+    with writing(out / MANIFEST, out, "manifest"):
+        durable_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def _fmt(value) -> str:
@@ -157,12 +225,59 @@ def _fmt(value) -> str:
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-def write_summary(out: Path, manifest: dict) -> list[dict]:
-    rows = [rec["stats"] for rec in manifest["records"].values()]
-    rows += [row for name, row in manifest.get("not_scored", {}).items() if name not in manifest["records"]]
-    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r.get(c)) for c in SUMMARY_COLUMNS) for r in rows]
-    durable_write_bytes(out / SUMMARY, ("\n".join(lines) + "\n").encode())
+def not_scored_row(name: str, status: str, note: str, length: int = 0) -> dict:
+    """Summary row of a record that was not streamed (``skipped``) or not finished (``pending``, ``failed``)."""
+    return {"record": name, "length": length, "scored": 0, "not_scored": length, "n_bases": 0, "iupac_bases": 0,
+            "soft_masked": 0, "soft_masked_scored": 0, "sum_ll_nats": 0.0, "mean_ll_nats": None,
+            "bits_per_base": None, "perplexity": None, "seconds": None, "bases_per_s": None, "status": status,
+            "note": note}
+
+
+def summary_rows(manifest: dict, max_bits: float) -> list[dict]:
+    """One row per requested record, in the order requested: finished records with their figures (flagged
+    when their bits per base exceed `max_bits`), the others ``pending`` or ``failed`` with the reason."""
+    rows = []
+    for name in manifest["requested"]:
+        entry = manifest["records"].get(name)
+        if entry is not None:
+            row = dict(entry["stats"])
+            row["files"] = ",".join(sorted(f["file"] for f in entry["files"].values()))
+            note = implausible_note(row.get("bits_per_base"), max_bits)
+            if note:
+                row["flag"], row["note"] = FLAG, note
+        elif name in manifest.get("not_scored", {}):
+            row = manifest["not_scored"][name]
+        else:
+            why = manifest.get("unfinished", {}).get(name, {"status": "pending", "note": ""})
+            note = "; ".join(x for x in (why["note"], "not finished: a run with --resume scores it") if x)
+            row = not_scored_row(name, why["status"], note, manifest["inputs"]["records"][name])
+        rows.append(row)
     return rows
+
+
+def write_summary(out: Path, manifest: dict, max_bits: float) -> list[dict]:
+    rows = summary_rows(manifest, max_bits)
+    lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r.get(c, "")) for c in SUMMARY_COLUMNS) for r in rows]
+    with writing(out / SUMMARY, out, "summary"):
+        durable_write_bytes(out / SUMMARY, ("\n".join(lines) + "\n").encode())
+    return rows
+
+
+def input_files(genome) -> list[Path]:
+    """The files a FASTA input reads: each file, the copy it is read from (a cache) and their indexes."""
+    paths = []
+    for f in genome.files:
+        for p in dict.fromkeys((f.path, f.read_path)):
+            paths += [p, p.with_name(p.name + ".fai"), p.with_name(p.name + ".gzi")]
+    return paths
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """`a` and `b` name one file (also through links), or would once created."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:
@@ -170,16 +285,34 @@ def settings_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} in the directory, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
 
 
-def record_hash(genome, name: str, read_size: int) -> str:
-    h = hashlib.sha256()
-    n = genome.length(name)
-    for s in range(0, n, read_size):
-        h.update(genome.fetch(name, s, min(n, s + read_size)).tobytes())
-    return h.hexdigest()
+def stored_scores(out: Path, entry: dict, length: int, read_size: int):
+    """The scores of a finished record read back from its output files, `read_size` at a time (the npz
+    when there is one, else the bedGraph, whose 9 significant digits give back the same float32)."""
+    files = entry["files"]
+    if "npz" in files:
+        with zipfile.ZipFile(out / files["npz"]["file"]) as z, z.open("log_likelihood.npy") as f:
+            np.lib.format.read_magic(f)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            if shape != (length,) or dtype != np.dtype("<f4"):
+                raise ScoringError(f"{out / files['npz']['file']}: holds {shape} {dtype} scores for a record of "
+                                   f"{length} bases")
+            for s in range(0, length, read_size):
+                yield np.frombuffer(f.read(4 * min(read_size, length - s)), dtype="<f4")
+        return
+    with gzip.open(out / files["bedgraph"]["file"], "rt", encoding="utf-8") as fh:
+        lines = (line.split("\t") for line in fh)
+        nxt = next(lines, None)
+        for s in range(0, length, read_size):
+            chunk = np.full(min(read_size, length - s), np.nan, dtype=np.float32)
+            while nxt is not None and int(nxt[1]) < s + chunk.shape[0]:
+                chunk[int(nxt[1]) - s] = float(nxt[3])
+                nxt = next(lines, None)
+            yield chunk
 
 
-def finished(out: Path, entry: dict, formats: Sequence[str], genome, name: str, read_size: int) -> bool:
-    """Record `name` is done: every output exists with its recorded checksum, from the same sequence.
+def finished(out: Path, entry: dict, formats: Sequence[str], genome, name: str, read_size: int) -> dict | None:
+    """The summary figures of record `name` recomputed from its output files when every one exists with
+    its recorded checksum and was scored from the same sequence; None when one is missing or damaged.
 
     Raises ScoringError when the FASTA's sequence is not the one that was scored."""
     for fmt in formats:
@@ -188,16 +321,50 @@ def finished(out: Path, entry: dict, formats: Sequence[str], genome, name: str, 
         if path is None or not path.is_file() or sha256_file(path) != info["sha256"]:
             logger.warning("%s: %s output of record %s is missing or does not match its checksum; scoring it "
                            "again", out, fmt, name)
-            return False
-    if entry["length"] != genome.length(name) or entry["sequence_sha256"] != record_hash(genome, name, read_size):
+            return None
+    n = genome.length(name)
+    tally = RecordTally(name, n)
+    if entry["length"] == n:
+        read_size = entry.get("read_size", read_size)
+        for s, ll in zip(range(0, n, read_size), stored_scores(out, entry, n, read_size), strict=True):
+            tally.add(genome.fetch(name, s, min(n, s + read_size)), ll)
+    if entry["length"] != n or entry["sequence_sha256"] != tally.seq_hash.hexdigest():
         raise ScoringError(f"{out}: record {name!r} was scored from a different sequence (length "
-                           f"{entry['length']}, now {genome.length(name)}, or different bases); score this "
+                           f"{entry['length']}, now {n}, or different bases); score this "
                            f"FASTA into a new output directory")
-    return True
+    return tally.stats(entry["stats"].get("seconds"))
 
 
-def prepare_out_dir(out: Path, settings: dict, resume: bool) -> dict:
-    """Start or reopen the (existing, locked) output directory; returns its manifest."""
+def fasta_identity(genome) -> dict:
+    """What identifies the FASTA input of a run: its files (path, size) and its records' names and lengths."""
+    return {"files": [{"path": str(f.path), "size": f.path.stat().st_size} for f in genome.files],
+            "records": {name: genome.length(name) for name in genome.names}}
+
+
+def inputs_diff(old: dict, new: dict) -> list[str]:
+    """What differs between two `fasta_identity` values, in words."""
+    diff = []
+    old_files, new_files = old.get("files", []), new.get("files", [])
+    if [f["path"] for f in old_files] != [f["path"] for f in new_files]:
+        diff.append(f"FASTA {', '.join(f['path'] for f in old_files)} in the directory, "
+                    f"{', '.join(f['path'] for f in new_files)} now")
+    else:
+        diff += [f"size of {a['path']}: {a['size']:,} bytes in the directory, {b['size']:,} now"
+                 for a, b in zip(old_files, new_files, strict=True) if a["size"] != b["size"]]
+    old_rec, new_rec = old.get("records", {}), new.get("records", {})
+    gone, added = [n for n in old_rec if n not in new_rec], [n for n in new_rec if n not in old_rec]
+    if gone:
+        diff.append(f"record(s) no longer in the FASTA: {', '.join(gone[:5])}{' ...' if len(gone) > 5 else ''}")
+    if added:
+        diff.append(f"record(s) new in the FASTA: {', '.join(added[:5])}{' ...' if len(added) > 5 else ''}")
+    diff += [f"length of {n}: {old_rec[n]:,} in the directory, {new_rec[n]:,} now"
+             for n in old_rec if n in new_rec and old_rec[n] != new_rec[n]]
+    return diff
+
+
+def prepare_out_dir(out: Path, settings: dict, resume: bool, inputs: dict | None = None) -> dict:
+    """Start or reopen the (existing, locked) output directory; returns its manifest (a new one is
+    returned unwritten). Resuming refuses other settings or another FASTA (`inputs`, `fasta_identity`)."""
     entries = [p.name for p in out.iterdir()]
     ours = [n for n in entries if n != LOCK_FILE and not TEMP_FILE.match(n)]
     if not resume and ours:
@@ -207,14 +374,17 @@ def prepare_out_dir(out: Path, settings: dict, resume: bool) -> dict:
         if ours:
             raise ScoringError(f"{out}: cannot resume: the directory has no {MANIFEST} but holds other files "
                                f"({', '.join(sorted(ours)[:5])})")
-        manifest = {"format": MANIFEST_FORMAT, "settings": settings, "records": {}}
-        write_manifest(out, manifest)
-        return manifest
+        return {"format": MANIFEST_FORMAT, "complete": False, "settings": settings, "inputs": inputs or {},
+                "records": {}}
     manifest = read_manifest(out / MANIFEST)
     diff = settings_diff(manifest.get("settings", {}), settings)
     if diff:
         raise ScoringError(f"{out}: cannot resume with different scoring settings ({'; '.join(diff)}); use a new "
                            f"output directory or the original settings")
+    diff = inputs_diff(manifest.get("inputs", {}), inputs or {})
+    if diff:
+        raise ScoringError(f"{out}: cannot resume from another FASTA input ({'; '.join(diff)}); score it into a "
+                           f"new output directory, or resume with the original file")
     return manifest
 
 
@@ -304,7 +474,7 @@ class LogProgress:
             task["description"] = description
         self.advance(task_id, advance)
 
-    def advance(self, task_id: int, n: float) -> None:
+    def advance(self, task_id: int, n: float = 1) -> None:
         task = self.tasks[task_id]
         task["completed"] += n
         if n and self.clock() - task["last"] >= self.every_s:

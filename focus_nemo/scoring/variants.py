@@ -16,7 +16,7 @@ import numpy as np
 
 from focus_nemo.durable import publish, seal, staged
 from focus_nemo.focus.config import check_k_window
-from focus_nemo.scoring.outputs import progress_bar
+from focus_nemo.scoring.outputs import input_files, progress_bar, same_file, writing
 from focus_nemo.scoring.stream import DEFAULT_CHUNK, LoglikStream, ScoringError
 
 logger = logging.getLogger(__name__)
@@ -286,11 +286,20 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
         if val not in ("error", "skip"):
             raise ScoringError(f"{opt}: {val!r} is not 'error' or 'skip'")
     if flank < 0:
-        raise ScoringError(f"flank: must be >= 0, got {flank}")
+        raise ScoringError(f"flank (--flank): must be >= 0, got {flank}")
+    if chunk_size < 1:
+        raise ScoringError(f"chunk_size (--chunk-size): must be >= 1, got {chunk_size}")
     out = Path(out)
+    genome = open_genome(fasta) if isinstance(fasta, (str, os.PathLike)) else fasta
+    variant_path = Path(variants)
+    inputs = [variant_path] + [variant_path.with_name(variant_path.name + x) for x in (".tbi", ".csi")]
+    for p in inputs + input_files(genome):  # never written over, with or without overwrite
+        if same_file(out, p):
+            raise ScoringError(f"{out}: the output file (--out) is an input of this run ({p}); choose another name")
+    if out.is_dir():
+        raise ScoringError(f"{out}: the output file (--out) is a directory")
     if out.exists() and not overwrite:
         raise ScoringError(f"{out}: output file exists (pass overwrite=True / --overwrite to replace it)")
-    genome = open_genome(fasta) if isinstance(fasta, (str, os.PathLike)) else fasta
     k = fm.config.k if k is None else k
     window = fm.config.window if window is None else window
     check_k_window(k, window)
@@ -324,8 +333,10 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
     counts = {"rows": len(plan), "ok": 0, "ref_mismatch": 0, "unsupported": 0,
               "unsupported_kinds": {k: n for k, n in kinds.items() if n}}
     t0 = time.perf_counter()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staged(out) as tmp:
+    hint = "nothing was written to it (it is renamed into place only when complete)"
+    with writing(out, out.parent, hint=hint):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out, out.parent, hint=hint), staged(out) as tmp:
         with open(tmp, "w", newline="") as fh, progress_bar(progress, "variants") as bar:
             task = bar.add_task("variants", total=len(plan))
             fh.write("\t".join(list(cols) + list(VARIANT_COLUMNS)) + "\n")
@@ -340,7 +351,7 @@ def score_variants(variants: str | os.PathLike, fasta, out: str | os.PathLike, f
                 else:
                     values += [""] * (len(VARIANT_COLUMNS) - 2) + [status, note]
                 fh.write("\t".join(values) + "\n")
-                bar.advance(task)
+                bar.advance(task, 1)
         seal(tmp)
         publish(tmp, out)
     counts["seconds"] = time.perf_counter() - t0
