@@ -3,6 +3,7 @@ field) and `config_from_hydra` (see conf/evaluate_focus.yaml)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,10 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.rc_prob: must be in [0, 1], got {self.rc_prob}")
         if self.position_bins < 1:
             raise ValueError(f"EvalConfig.position_bins: must be >= 1, got {self.position_bins}")
+        if self.threads < 0:
+            raise ValueError(f"threads: must be >= 1 (or 0 for torch's default), got {self.threads}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"device: {self.device!r} is not a device (cpu, cuda, cuda:N or mps)")
         names = [source_name(s) for s in self.sources]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -45,8 +45,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from focus_nemo.cli import check_device
     from focus_nemo.loading import load_focus_model
 
+    try:  # before the run directory exists
+        check_device(cfg.device)
+    except ValueError as e:
+        raise ValueError(f"device: {e}") from None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()

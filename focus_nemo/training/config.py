@@ -28,6 +28,13 @@ class DataSection:
     rc_prob: float = 0.5
     max_n_fraction: float = 0.1
 
+    def __post_init__(self) -> None:
+        if self.sample_len < 1:
+            raise ValueError(f"data.sample_len: must be >= 1 base, got {self.sample_len}")
+        for name in ("rc_prob", "max_n_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name}: must be in [0, 1], got {getattr(self, name)}")
+
 
 BACKENDS = ("single", "nemo")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -60,6 +67,11 @@ class TrainerSection:
                      "max_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerSection.{name}: must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"trainer.lr: must be > 0, got {self.lr}")
+        for name in ("weight_decay", "warmup_steps", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"trainer.{name}: must be >= 0, got {getattr(self, name)}")
         world = self.devices * self.num_nodes
         mp = self.tensor_model_parallel_size * self.pipeline_model_parallel_size
         if world % mp:
@@ -89,7 +101,16 @@ class TrainConfig:
     seed: int = 0
     run_dir: str = "runs/focus"
     resume: bool = True
-    threads: int = 0
+    threads: int = 0  # torch's CPU threads; 0: torch's default
+
+    def __post_init__(self) -> None:
+        if self.eval_len < 1:
+            raise ValueError(f"eval_len: must be >= 1 base, got {self.eval_len}")
+        if self.threads < 0:
+            raise ValueError(f"threads: must be >= 1 (or 0 for torch's default), got {self.threads}")
+        for name in ("eval_samples", "eval_every", "log_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
 
 def config_from_hydra(cfg) -> TrainConfig:
