@@ -326,6 +326,10 @@ def test_sigkill_mid_record_then_resume_equals_uninterrupted_run(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     done = json.loads((killed / "manifest.json").read_text())["records"]
     assert list(done) == ["r0"] and not (killed / "r1.npz").exists() and partial[0].exists()
+    # what a reader of the directory sees: a partial run, every requested record with its status
+    assert json.loads((killed / "manifest.json").read_text())["complete"] is False
+    assert [(r["record"], r["status"]) for r in read_tsv(killed / "summary.tsv")] == \
+        [("r0", "scored"), ("r1", "pending"), ("r2", "pending")]
 
     cli = _cli()
     cli.main([*common, "--out", str(killed), "--resume"])
@@ -339,7 +343,7 @@ def test_sigkill_mid_record_then_resume_equals_uninterrupted_run(tmp_path):
         assert [x[:3] for x in a] == [x[:3] for x in b]
         np.testing.assert_allclose([x[3] for x in a], [x[3] for x in b], atol=1e-6, rtol=0)
     manifest = json.loads((killed / "manifest.json").read_text())
-    assert list(manifest["records"]) == ["r0", "r1", "r2"]
+    assert list(manifest["records"]) == ["r0", "r1", "r2"] and manifest["complete"] is True
     assert manifest["settings"] == json.loads((clean / "manifest.json").read_text())["settings"]
 
 

@@ -13,27 +13,41 @@ and no logits outlive their chunk. Output directory:
 
 * ``<record>.npz``: ``log_likelihood`` (float32, one value per base, NaN as above) and ``meta`` (a JSON
   string: record, length, units, k, W, counts). ``<record>`` is the record name with characters outside
-  ``A-Z a-z 0-9 . _ -`` replaced by ``_``.
+  ``A-Z a-z 0-9 . _ -`` replaced by ``_``; a name longer than 96 characters is cut and ends with ``-`` and
+  12 hex digits of its SHA-256 (the summary's ``files`` column maps names to files). Records whose file
+  names would be equal, or differ only in case (macOS and Windows file systems fold case), are refused
+  before anything is written.
 * ``<record>.bedgraph.gz``: ``record  start  end  value`` per scored base, 0-based half-open, value in
   nats with 9 significant digits (exact for float32). Unscored positions have no line (bedGraph's way
   of saying "no data"); their counts are in ``summary.tsv``.
-* ``summary.tsv``: one row per finished record (columns in `SUMMARY_COLUMNS`). ``not_scored`` =
-  ``n_bases + iupac_bases + 1`` when the first base is A/C/G/T, else ``n_bases + iupac_bases``. ``status``
-  is ``scored``; ``nothing_scored`` for a record streamed without a single scored base (only N/IUPAC, or
-  one base), with the reason in ``note``; ``skipped`` for an empty record (a header with no sequence),
-  which gets a row but no output files.
+* ``summary.tsv``: one row per requested record in the order requested (the FASTA's order by default),
+  written when the run starts and after every record (columns in `SUMMARY_COLUMNS`). ``status``:
+  ``scored``; ``nothing_scored`` for a record streamed without a single scored base (only N/IUPAC, or one
+  base); ``skipped`` for an empty record (a header with no sequence, no output files); ``pending`` for a
+  record not finished yet (or interrupted: SIGTERM, SIGINT, ``kill -9``); ``failed`` for a record whose
+  scoring raised an error. ``note`` gives the reason. ``not_scored`` = ``n_bases + iupac_bases + 1`` when
+  the first base is A/C/G/T, else ``n_bases + iupac_bases``. ``flag`` is ``above_max_bits_per_base`` when
+  the record's scored bases average more bits than ``max_bits_per_base`` (default 2, a uniform guess over
+  A/C/G/T), with the reason in ``note``; while streaming, every megabase over that threshold is logged.
 * A run that ends with no scored base in the directory at all is an error (after ``summary.tsv`` is
   written), unless ``allow_empty=True`` (``--allow-empty``) asks for it.
-* ``manifest.json``: the scoring settings and, per finished record, its output files with SHA-256,
-  its length and the SHA-256 of its sequence.
+* ``manifest.json``: ``complete`` (false until every requested record is finished), the scoring settings,
+  the FASTA's identity (files with their size, record names and lengths), the requested records and, per
+  finished record, its output files with SHA-256, its length and the SHA-256 of its sequence; its own
+  SHA-256 in ``checksum``.
 
 Every output file is written under a temporary name (``.<name>.<pid>@<host>.<random>.tmp``) and renamed
 when complete (`focus_nemo.durable`); the manifest is rewritten (atomically) only after a record's files
 are in place. A killed run therefore leaves at worst temporary files, which ``resume=True`` deletes, and
-records missing from the manifest, which it scores again. Resuming checks the settings (model and adapter weight
-fingerprints, k, W, scope, dtype, formats): a difference is an error, never a mix of two settings in
-one directory. Chunk size and device are recorded but not compared (they change no score beyond float
-rounding).
+records missing from the manifest, which it scores again. A write that fails (a full disk, a quota) ends
+the run with one error naming the file and the directory; what was finished stays. Resuming checks the
+manifest's own checksum, the settings (model and adapter weight fingerprints, k, W, scope, dtype,
+formats) and the FASTA's identity: a difference is an error naming it, never a mix of two settings or two
+inputs in one directory. The summary figures of finished records are recomputed from their checksummed
+output files, never copied from the manifest. Chunk size and device are recorded but not compared (they
+change no score beyond float rounding). No output is ever written over an input (the FASTA, its copy in the
+cache, their indexes; for `score_variants` also the variant file and its index), with or without
+``overwrite``.
 
 Tensor parallel: with `torch.distributed` initialised and a model whose every rank holds a shard
 (`focus_nemo.nemo.focus_model.NemoFocusModel`, loaded by `focus_nemo.nemo.scoring`), every rank calls
@@ -74,11 +88,11 @@ it (identical to scoring both windows independently, since the state after the s
 same). The window's first base sits at model position 0, as in `score_fasta` at a record's start.
 
 Modules: ``stream`` (the log-likelihood stream), ``model`` (loading, fingerprints), ``outputs`` (writers,
-manifest, lock), ``fasta`` (`score_fasta`), ``variants`` (`score_variants`), ``parallel`` (tensor-parallel
-ranks). This package re-exports their public names.
+manifest, lock), ``tally`` (a record's figures and the bits-per-base check), ``fasta`` (`score_fasta`),
+``variants`` (`score_variants`), ``parallel`` (tensor-parallel ranks). This package re-exports their public names.
 """
 
-from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, run_report, score_fasta
+from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, ScoringInterrupted, run_report, score_fasta
 from focus_nemo.scoring.model import (
     add_model_arguments,
     load_scoring_model,
@@ -119,7 +133,8 @@ from focus_nemo.scoring.variants import (
 
 __all__ = [
     "DEFAULT_CHUNK", "DEFAULT_READ", "FORMATS", "MANIFEST", "SUMMARY", "LoglikStream", "SCORE_DEFINITION",
-    "SUMMARY_COLUMNS", "ScoreRun", "ScoringError", "UNITS", "UNSUPPORTED_KINDS", "VARIANT_COLUMNS", "Variant",
+    "SUMMARY_COLUMNS", "ScoreRun", "ScoringError", "ScoringInterrupted", "UNITS", "UNSUPPORTED_KINDS",
+    "VARIANT_COLUMNS", "Variant",
     "VariantScore", "add_model_arguments", "load_scores", "load_scoring_model", "model_settings", "parse_formats",
     "read_tsv", "read_variants", "run_report", "safe_stem", "score_fasta", "score_variant", "score_variants",
     "scoring_ratio", "sequence_loglik", "tensor_fingerprint", "untrained_focus_config", "variant_counts_line",
