@@ -7,7 +7,7 @@ Usage:
 
 For each model (any checkpoint load_evo2 reads) and the same seeded held-out sequences (GRCh37 chr20
 [40,000,000, 63,025,520), never trained on) it reports, as mean +- standard error over sequences
-(`focus_nemo.pretrain.long_context_evidence`): bits/base at full context; the cost in nats/base, after
+(`focus_nemo.pretraining.long_context_evidence`): bits/base at full context; the cost in nats/base, after
 the first window, of running each 1,024-base window alone (plain truncation) and of limiting attention
 to the current window while Hyena reads everything (attention-only truncation); and bits/base of the
 same bases scored in 4,096-base pieces. Writes benchmarks/results/<name>.{json,md}.
@@ -46,7 +46,7 @@ def main() -> None:
     import torch
 
     from focus_nemo.evo2 import embedded_model_dir, load_evo2
-    from focus_nemo.pretrain import PretrainConfig, heldout_sequences, long_context_evidence
+    from focus_nemo.pretraining import PretrainConfig, heldout_sequences, long_context_evidence
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=[str(embedded_model_dir())])

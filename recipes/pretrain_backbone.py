@@ -13,7 +13,7 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from focus_nemo.pretrain import PretrainConfig, pretrain
+from focus_nemo.pretraining import PretrainConfig, pretrain
 
 
 @hydra.main(config_path="../conf", config_name="pretrain_backbone", version_base="1.3")

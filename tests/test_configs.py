@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from focus_nemo.pretrain import PretrainConfig
+from focus_nemo.pretraining import PretrainConfig
 from focus_nemo.train import TrainConfig, config_from_hydra
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -1,4 +1,4 @@
-"""focus_nemo.pretrain.long_context_evidence: the truncated-context scores it compares."""
+"""focus_nemo.pretraining.long_context_evidence: the truncated-context scores it compares."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import random_dna
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.focus import FocusConfig, FocusModel
-from focus_nemo.pretrain import long_context_evidence
+from focus_nemo.pretraining import long_context_evidence
 
 W, SHORT, L = 64, 128, 256
 

@@ -1,4 +1,4 @@
-"""Continued pretraining (init_from) and exact resume of focus_nemo.pretrain.
+"""Continued pretraining (init_from) and exact resume of focus_nemo.pretraining.
 
 A run of 2N steps split into two sessions (N steps, then on to 2N from the committed checkpoint) must
 end with the same weights and optimizer state, bit for bit, and log the same losses, as a run of 2N
@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.evo2.checkpoint import CheckpointError, load_evo2, save_evo2
-from focus_nemo.pretrain import (
+from focus_nemo.pretraining import (
     PretrainConfig,
     PretrainResumeError,
     add_slow_modes,
@@ -271,7 +271,7 @@ def test_sigterm_ends_the_run_with_a_saved_checkpoint(fasta, tmp_path):
     import time
 
     cfg = config(fasta, tmp_path, max_steps=100_000, save_every=100_000)
-    code = ("import sys, json; from focus_nemo.pretrain import PretrainConfig, pretrain; "
+    code = ("import sys, json; from focus_nemo.pretraining import PretrainConfig, pretrain; "
             "cfg = PretrainConfig(**json.loads(sys.argv[1])); print(json.dumps(pretrain(cfg)['steps']))")
     args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -27,6 +27,17 @@ import torch
 
 from focus_nemo.evo2 import Evo2Config, Evo2Model
 from focus_nemo.focus.loss import split_case, weighted_ce
+from focus_nemo.pretraining.data import ChromWindows, read_region
+from focus_nemo.pretraining.evidence import heldout_sequences, long_context_evidence, markov_bits_per_base
+from focus_nemo.pretraining.poles import (
+    DEFAULT_MIN_DECAY,
+    load_raw_poles,
+    parametrize_poles,
+    plain_model,
+    plain_state_dict,
+    raw_poles,
+)
+from focus_nemo.pretraining.repeats import RepeatConfig
 
 
 @dataclass
@@ -88,6 +99,20 @@ class PretrainConfig:
     # itself (a decay per base), so an Adam step of ~lr moves a slow pole (decay 1e-4) by ten times its
     # value; a scale of ~0.01 moves poles by about 1e-5 per step. 1.0: one learning rate for all.
     pole_lr_scale: float = 1.0
+    # Train the long filters' log-poles as -(min_decay + exp(p)) (focus_nemo.pretraining.poles): no pole can
+    # reach or cross 0, whatever the optimizer does. Saved files hold the usual log-poles.
+    decaying_poles: bool = False
+    min_decay: float = DEFAULT_MIN_DECAY
+    # Planted repeats (focus_nemo.pretraining.repeats): fraction 0 trains on real DNA as it is.
+    repeats: RepeatConfig = field(default_factory=lambda: RepeatConfig(fraction=0.0))
+    # Watch for recall while training: at every save, the exact-copy advantage (nats/base, full context) of
+    # `recall_watch_trials` held-out trials at each of `recall_watch_distances` goes into the log. 0: off.
+    recall_watch_trials: int = 0
+    recall_watch_distances: tuple[int, ...] = (256, 1024)
+    # After training, the recall probe (focus_nemo.evaluation.recall) into metrics.json: that many trials at
+    # each distance, every variant and control. 0 skips it.
+    recall_trials: int = 0
+    recall_distances: tuple[int, ...] = (64, 1024, 4096, 16384)
 
 
 def check_slow_mode_decay(decay) -> tuple[float, float]:
@@ -137,59 +162,6 @@ def project_poles(model: Evo2Model, max_log_pole: float | None) -> int:
     return moved
 
 
-class ChromWindows:
-    """Random fixed-length windows of one chromosome region, skipping N-rich ones (counted)."""
-
-    def __init__(self, seq: np.ndarray, length: int, max_n_fraction: float, rng: np.random.Generator) -> None:
-        self.seq, self.length, self.max_n, self.rng = seq, length, max_n_fraction, rng
-        self.skipped = 0
-        if len(seq) < length:
-            raise ValueError(f"region of {len(seq)} bases is shorter than the window {length}")
-
-    def sample(self) -> np.ndarray:
-        for _ in range(10_000):
-            s = int(self.rng.integers(0, len(self.seq) - self.length + 1))
-            w = self.seq[s: s + self.length]
-            if np.mean((w == ord("N")) | (w == ord("n"))) <= self.max_n:
-                return w
-            self.skipped += 1
-        raise RuntimeError("could not find a window with few enough N bases in 10000 draws")
-
-
-def read_region(fasta: str, chrom: str, start: int, end: int) -> np.ndarray:
-    """Bases [start, end) of a record, case kept (chr1/1 aliases and errors as in focus_nemo.data)."""
-    from focus_nemo.data import open_genome
-
-    return open_genome(fasta).fetch(chrom, start, end)
-
-
-def markov_bits_per_base(train: np.ndarray, test: np.ndarray, order: int) -> float:
-    """Held-out bits/base of an order-`order` Markov chain with add-1/2 smoothing over ACGT."""
-    lut = np.full(256, -1, dtype=np.int64)
-    for i, c in enumerate(b"ACGT"):
-        lut[c] = i
-        lut[c + 32] = i
-
-    def contexts(seq):
-        codes = lut[seq]
-        n = len(codes) - order
-        ctx = np.zeros(n, dtype=np.int64)
-        valid = codes[order:] >= 0
-        for j in range(order):
-            c = codes[j: j + n]
-            valid &= c >= 0
-            ctx = ctx * 4 + np.maximum(c, 0)
-        return ctx[valid], codes[order:][valid]
-
-    ctx, nxt = contexts(train)
-    counts = np.zeros((4 ** order, 4), dtype=np.float64)
-    np.add.at(counts, (ctx, nxt), 1.0)
-    counts += 0.5
-    probs = counts / counts.sum(1, keepdims=True)
-    tctx, tnxt = contexts(test)
-    return float(-np.log2(probs[tctx, tnxt]).mean())
-
-
 CHECKPOINT_FORMAT = "focus-nemo-pretrain-checkpoint/1"
 TRAINER_STATE = "trainer_state.pt"
 # Settings a run's trajectory depends on: resuming with any of them changed is refused. The others
@@ -197,7 +169,7 @@ TRAINER_STATE = "trainer_state.pt"
 RESUME_SETTINGS = ("fasta", "chrom", "train_range", "preset", "model_overrides", "seq_len", "batch_size", "lr",
                    "min_lr", "warmup_steps", "weight_decay", "grad_clip", "max_n_fraction", "seed",
                    "lr_follows_time", "max_log_pole", "slow_modes", "slow_mode_decay",
-                   "pole_lr_scale")
+                   "pole_lr_scale", "decaying_poles", "min_decay", "repeats")
 
 
 class PretrainResumeError(ValueError):
@@ -220,10 +192,10 @@ def save_pretrain_checkpoint(model: Evo2Model, opt: torch.optim.Optimizer, step:
     ck = Path(cfg.out_dir) / CHECKPOINT_DIR
     name = new_step_directory(ck, step)
     target = ck / name
-    save_evo2(model, target)
+    save_evo2(plain_model(model), target)
     state = {"step": step, "elapsed_s": float(elapsed_s), "optimizer": opt.state_dict(),
              "torch_rng": torch.get_rng_state(), "sampler_rng": json.dumps(sampler.rng.bit_generator.state),
-             "windows_skipped": sampler.skipped}
+             "windows_skipped": sampler.skipped, "bases_planted": sampler.planted, "raw_poles": raw_poles(model)}
     digest = durable_write(target / TRAINER_STATE, lambda f: torch.save(state, f))
     commit_checkpoint(ck, {"format": CHECKPOINT_FORMAT, "step": step, "directory": name,
                             "trainer_state_sha256": digest, "settings": _settings(cfg)})
@@ -292,7 +264,10 @@ def _build_model(cfg: PretrainConfig) -> Evo2Model:
     from focus_nemo.evo2.checkpoint import CheckpointError, load_evo2
 
     if not cfg.init_from:
-        model = Evo2Model(Evo2Config.preset(cfg.preset, **cfg.model_overrides))
+        overrides = dict(cfg.model_overrides)
+        name = overrides.pop("name", None)  # the preset's own argument is its name
+        model_cfg = Evo2Config.preset(cfg.preset, **overrides)
+        model = Evo2Model(dataclasses.replace(model_cfg, name=name) if name else model_cfg)
         model.reset_parameters(cfg.seed)
         return model
     model = load_evo2(cfg.init_from, dtype=torch.float32)
@@ -350,6 +325,14 @@ def pretrain(cfg: PretrainConfig) -> dict:
         raise ValueError(f"PretrainConfig.pole_lr_scale: must be > 0, got {cfg.pole_lr_scale}")
     if cfg.slow_modes:
         check_slow_mode_decay(cfg.slow_mode_decay)
+    if isinstance(cfg.repeats, dict):
+        cfg.repeats = RepeatConfig(**cfg.repeats)
+    cfg.repeats.check("PretrainConfig.repeats")
+    if not 0 < cfg.min_decay < 1:
+        raise ValueError(f"PretrainConfig.min_decay: must lie in (0, 1) (decay per base), got {cfg.min_decay}")
+    for name in ("recall_watch_trials", "recall_trials"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"PretrainConfig.{name}: must be >= 0, got {getattr(cfg, name)}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
@@ -358,7 +341,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     train_seq = read_region(cfg.fasta, cfg.chrom, *cfg.train_range)
     held_seq = read_region(cfg.fasta, cfg.chrom, *cfg.heldout_range)
-    sampler = ChromWindows(train_seq, cfg.seq_len + 1, cfg.max_n_fraction, rng)
+    sampler = ChromWindows(train_seq, cfg.seq_len + 1, cfg.max_n_fraction, rng, repeats=cfg.repeats)
     eval_sampler = ChromWindows(held_seq, cfg.eval_len + 1, cfg.max_n_fraction, np.random.default_rng(cfg.seed + 1))
     eval_windows = [eval_sampler.sample() for _ in range(cfg.eval_windows)]
 
@@ -370,11 +353,13 @@ def pretrain(cfg: PretrainConfig) -> dict:
     projected = project_poles(model, cfg.max_log_pole)
     if projected:
         print(f"max_log_pole: {projected} log-poles above {cfg.max_log_pole} set to it", flush=True)
+    if cfg.decaying_poles:
+        parametrize_poles(model, cfg.min_decay)
     # a third group for the log-poles only when their rate differs, so runs without it keep their optimizer layout
     own_pole_lr = cfg.pole_lr_scale != 1.0
     poles, decay, no_decay = [], [], []
     for n, p in model.named_parameters():
-        if own_pole_lr and n.endswith("filter.log_poles"):
+        if own_pole_lr and n.endswith(("filter.log_poles", "log_poles.original")):
             poles.append(p)
         elif p.dim() >= 2 and ".filter." not in n:
             decay.append(p)
@@ -394,12 +379,21 @@ def pretrain(cfg: PretrainConfig) -> dict:
         saved = load_evo2(where, dtype=torch.float32)
         if saved.config.shape_hash() != model.config.shape_hash():
             raise PretrainResumeError(f"{where}: weights of another architecture than this run's model")
-        model.load_state_dict(saved.state_dict())
+        if cfg.decaying_poles:  # the trained raw values, exactly (the file holds the log-poles they give)
+            weights = {k: v for k, v in saved.state_dict().items() if not k.endswith("filter.log_poles")}
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            if unexpected or any(not k.endswith("log_poles.original") for k in missing):
+                raise PretrainResumeError(f"{where}: weights do not match this run's model "
+                                          f"(missing {missing}, unexpected {unexpected})")
+            load_raw_poles(model, state.get("raw_poles", {}))
+        else:
+            model.load_state_dict(saved.state_dict())
         model.config = saved.config
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
         sampler.skipped = int(state["windows_skipped"])
+        sampler.planted = int(state.get("bases_planted", 0))
         start, elapsed0 = int(state["step"]), float(state["elapsed_s"])
         saved_step = start
         _rewrite_log(out / "train_log.jsonl", start)
@@ -449,7 +443,9 @@ def pretrain(cfg: PretrainConfig) -> dict:
                    "elapsed_s": round(time.time() - t0, 1)}
             if done % cfg.save_every == 0:
                 rec["heldout_bits"] = heldout_bits(model, eval_windows[:4])
-                save_evo2(model, out)
+                if cfg.recall_watch_trials:
+                    rec["copy_advantage"] = watch_recall(model, held_seq, cfg)
+                save_evo2(plain_model(model), out)
                 save_pretrain_checkpoint(model, opt, done, time.time() - t0, sampler, cfg)
                 saved_step = done
             log.write(json.dumps(rec) + "\n")
@@ -460,112 +456,40 @@ def pretrain(cfg: PretrainConfig) -> dict:
             signal.signal(signal.SIGTERM, previous)
     if done != saved_step:
         save_pretrain_checkpoint(model, opt, done, time.time() - t0, sampler, cfg)
-    save_evo2(model, out)
+    save_evo2(plain_model(model), out)
     metrics = {
         "steps": done,
         "tokens_seen": done * cfg.batch_size * cfg.seq_len,
         "train_time_s": round(time.time() - t0, 1),
         "heldout_bits_per_base": heldout_bits(model, eval_windows),
         "windows_skipped_for_N": sampler.skipped,
+        "bases_planted": sampler.planted,
         "params": model.num_parameters(),
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
     }
     if cfg.long_context_sequences:
         metrics["long_context"] = long_context_evidence(
-            model, heldout_sequences(cfg, cfg.long_context_sequences, cfg.long_context_len, cfg.long_context_seed))
+            plain_model(model), heldout_sequences(cfg, cfg.long_context_sequences, cfg.long_context_len, cfg.long_context_seed))
     if cfg.markov_order:
         metrics[f"markov{cfg.markov_order}_bits_per_base"] = markov_bits_per_base(
             train_seq, np.concatenate(eval_windows), cfg.markov_order)
+    if cfg.recall_trials:
+        from focus_nemo.evaluation.recall import recall_probe
+
+        plain = plain_model(model).eval()
+        _, summary = recall_probe(plain, held_seq, cfg.recall_distances, cfg.recall_trials, seed=cfg.seed)
+        metrics["recall"] = summary
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-# ------------------------------------------------------------------------------------ long-context evidence
-def _per_position_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.cross_entropy(logits[0].float(), targets[0], reduction="none").double()
+def watch_recall(model: Evo2Model, heldout: np.ndarray, cfg: PretrainConfig) -> dict[str, float]:
+    """Mean exact-copy advantage (nats/base, native control, full context) at each watched distance."""
+    from focus_nemo.evaluation.recall import recall_probe
 
-
-def _mean_se(values: list[float]) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    se = float(a.std(ddof=1) / math.sqrt(len(a))) if len(a) > 1 else float("nan")
-    return {"mean": float(a.mean()), "se": se}
-
-
-@torch.no_grad()
-def long_context_evidence(model: Evo2Model, sequences: list[np.ndarray], window: int = 1024,
-                          short_len: int = 4096) -> dict:
-    """How much a model uses context beyond one attention window and beyond `short_len` bases.
-
-    Each sequence holds L + 1 bases (L a multiple of `window` and of `short_len`); its L targets are scored
-    (A/C/G/T only) under four contexts:
-
-    - ``full``: the whole sequence in one pass;
-    - ``windows_alone``: each `window`-base piece run alone (attention and Hyena state start afresh);
-    - ``attention_window``: attention limited to the current `window`-base window while the Hyena blocks
-      read the whole sequence (FocusModel(...).forward(memory=False), no Focus memory);
-    - ``short``: each `short_len`-base piece run alone.
-
-    Costs are differences to ``full`` in nats per base over the positions after the first window (where the
-    contexts differ); bits per base compare ``full`` with ``short`` over all L targets and over the last
-    `short_len` targets (the same end positions at L and at `short_len` bases of context). Every figure is a
-    mean over sequences with its standard error; ``by_window`` gives the mean full-context nats per base and
-    the windows-alone cost of each window.
-    """
-    from focus_nemo.focus import FocusConfig, FocusModel, split_case
-
-    was_training = model.training
-    grads = [p.requires_grad for p in model.parameters()]
-    L = len(sequences[0]) - 1
-    if L % window or L % short_len or any(len(s) != L + 1 for s in sequences):
-        lengths = sorted({len(s) for s in sequences})
-        raise ValueError(f"long_context_evidence: sequences must all hold L + 1 bases with L a multiple of the "
-                         f"window {window} and of short_len {short_len} (got lengths {lengths})")
-    # k is unused without memory; the constructor also puts `model` in eval mode.
-    attn_only = FocusModel(model, FocusConfig(k=window, window=window)).eval()
-    per: dict[str, list[float]] = {k: [] for k in (
-        "full_bits", "full_bits_after_first_window", "windows_alone_cost_nats", "attention_window_cost_nats",
-        "short_bits", "short_minus_full_bits", "last_short_full_bits", "last_short_short_bits",
-        "last_short_short_minus_full_bits")}
-    by_window_full = np.zeros(L // window)
-    by_window_cost = np.zeros(L // window)
-    ln2 = math.log(2)
-    for seq in sequences:
-        raw = torch.from_numpy(seq.astype(np.int64))[None]
-        tokens, wt = split_case(raw, 1.0)
-        x, y, w = tokens[:, :-1], tokens[:, 1:], wt[0, 1:].double()
-        full = _per_position_nats(model(x), y)
-        alone = torch.cat([_per_position_nats(model(x[:, s: s + window]), y[:, s: s + window])
-                           for s in range(0, L, window)])
-        attn = _per_position_nats(attn_only(x, memory=False), y)
-        short = torch.cat([_per_position_nats(model(x[:, s: s + short_len]), y[:, s: s + short_len])
-                           for s in range(0, L, short_len)])
-
-        def mean(v, lo=0, hi=L, w=w):
-            return float((v[lo:hi] * w[lo:hi]).sum() / w[lo:hi].sum())
-
-        per["full_bits"].append(mean(full) / ln2)
-        per["full_bits_after_first_window"].append(mean(full, window) / ln2)
-        per["windows_alone_cost_nats"].append(mean(alone - full, window))
-        per["attention_window_cost_nats"].append(mean(attn - full, window))
-        per["short_bits"].append(mean(short) / ln2)
-        per["short_minus_full_bits"].append(mean(short - full) / ln2)
-        per["last_short_full_bits"].append(mean(full, L - short_len) / ln2)
-        per["last_short_short_bits"].append(mean(short, L - short_len) / ln2)
-        per["last_short_short_minus_full_bits"].append(mean(short - full, L - short_len) / ln2)
-        for j in range(L // window):
-            by_window_full[j] += mean(full, j * window, (j + 1) * window) / len(sequences)
-            by_window_cost[j] += mean(alone - full, j * window, (j + 1) * window) / len(sequences)
-    model.train(was_training)
-    for p, g in zip(model.parameters(), grads, strict=True):  # FocusModel froze the base
-        p.requires_grad_(g)
-    return {"sequences": len(sequences), "length": L, "window": window, "short_len": short_len,
-            **{k: _mean_se(v) for k, v in per.items()},
-            "by_window": {"full_nats": [round(float(v), 5) for v in by_window_full],
-                          "windows_alone_cost_nats": [round(float(v), 5) for v in by_window_cost]}}
-
-
-def heldout_sequences(cfg: PretrainConfig, n: int, length: int, seed: int) -> list[np.ndarray]:
-    """`n` random held-out windows of `length` + 1 bases with at most ``cfg.max_n_fraction`` N (seeded)."""
-    held = read_region(cfg.fasta, cfg.chrom, *cfg.heldout_range)
-    sampler = ChromWindows(held, length + 1, cfg.max_n_fraction, np.random.default_rng(seed))
-    return [sampler.sample().copy() for _ in range(n)]
+    was = model.training
+    plain = plain_model(model).eval()
+    _, summary = recall_probe(plain, heldout, cfg.recall_watch_distances, cfg.recall_watch_trials,
+                              seed=cfg.seed + 7, variants=("exact",))
+    model.train(was)
+    return {str(r["distance"]): round(r["advantage"], 4) for r in summary if r["control"] == "native"}

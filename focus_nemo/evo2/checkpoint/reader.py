@@ -31,6 +31,7 @@ from focus_nemo.evo2.checkpoint.savanna import convert_savanna
 from focus_nemo.evo2.checkpoint.vortex import PART_RE, convert_vortex, parts_of
 from focus_nemo.evo2.config import Evo2Config
 from focus_nemo.evo2.model import Evo2Model, parameter_dtype
+from focus_nemo.evo2.poles import warn_non_decaying_poles
 
 # Harmless types that real checkpoints pickle next to their tensors.
 _TRUSTED_GLOBALS = [io.BytesIO, argparse.Namespace]
@@ -97,6 +98,7 @@ def read_checkpoint(
     config = Evo2Config.resolve(config)
     conv = _read_path(Path(path), config, strict)
     cfg = finish_conversion(conv, config)
+    warn_non_decaying_poles(conv.state_dict, str(path))  # once per checkpoint read, whoever reads it
     return conv.state_dict, cfg, conv.fmt
 
 
