@@ -163,7 +163,12 @@ class HyenaFilter(nn.Module):
         stream repeats; None (computed inside `modal_iir`) while the poles train or when the table is large."""
         if (self.log_poles.requires_grad and torch.is_grad_enabled()) or lp.numel() * (length + 1) > POWERS_CACHE:
             return None
-        key = (length, self.log_poles._version, self.log_poles.data_ptr(), lp.device, lp.dtype)
+        poles = self.log_poles
+        # Inference tensors (a model loaded under torch.inference_mode) have no version counter: key them on
+        # their values instead, so an in-place change of the poles still misses the cache.
+        version = (float(poles.detach().double().sum()), float(poles.detach().double().square().sum())) \
+            if poles.is_inference() else poles._version
+        key = (length, version, poles.data_ptr(), lp.device, lp.dtype)
         cache = self.__dict__.setdefault("_powers_cache", {})
         if key not in cache:
             if len(cache) >= 4:
