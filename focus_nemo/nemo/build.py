@@ -191,6 +191,10 @@ def megatron_hyena_model(hcfg, stack_spec, vocab_size: int):
     from nemo.collections.llm.gpt.model.megatron.hyena.hyena_model import HyenaModel
     from nemo.lightning import get_vocab_size
 
+    from focus_nemo.nemo import cpu_shims
+
+    cpu_shims.apply_portable()  # the final norm and the projection conv without TE / causal_conv1d, any device
+
     return HyenaModel(
         hcfg,
         hyena_stack_spec=stack_spec,

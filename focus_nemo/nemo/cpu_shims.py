@@ -2,10 +2,17 @@
 
 NeMo's Hyena code and parts of Megatron Core assume a GPU even where the arithmetic does not need
 one. Each shim below replaces one such assumption with a CPU equivalent and names the error it
-fixes. `apply()` installs them all; it is idempotent, and it does nothing when CUDA is available,
-so the same code path runs unchanged on a GPU machine. `cpu_shims()` is the context-manager form:
+fixes. `apply()` installs them all; it is idempotent. `cpu_shims()` is the context-manager form:
 it applies the shims on entry and, if it was the one that applied them, restores the originals on
 exit.
+
+Two of NeMo's assumptions are not about the device but about optional CUDA packages, and the model
+this package builds (the plain Megatron spec of `focus_nemo.nemo.spec`) must not need them on any
+device: `HyenaStack.final_norm` is hard-coded `TENorm` (Transformer Engine), and NeMo's default
+``fast_conv_proj=True`` calls the `causal_conv1d` package's kernel, which the ``nemo`` extra does not
+install. `apply_portable()` replaces those two (and, without Transformer Engine, NeMo's TE-only
+stack spec) on every device, CUDA or not, leaving a real `causal_conv1d` kernel in place where the
+package is installed; `apply()` always includes it, and adds the CPU shims only without CUDA.
 
 Usage::
 
@@ -28,7 +35,8 @@ import torch.nn.functional as F
 # (owner, attribute name, original value) for every patched attribute, in the order applied.
 _PATCHES: list[tuple[object, str, object]] = []
 _MISSING = object()  # the attribute did not exist before patching
-_APPLIED = False
+_APPLIED = False  # the CPU shims
+_PORTABLE = False  # the device-independent shims
 
 
 def _patch(owner: object, name: str, value: object) -> None:
@@ -234,22 +242,25 @@ def _install_megatron_shims() -> None:
         initialize_cpu_rng_tracker(force_reset=True)
 
 
-def _install_nemo_shims() -> None:
+def causal_conv1d_is_stub(hyena_utils) -> bool:
+    """Whether NeMo's `causal_conv1d_fn` is its own stub that raises (the `causal_conv1d` package is absent)."""
+    return getattr(hyena_utils.causal_conv1d_fn, "__module__", None) == hyena_utils.__name__
+
+
+def _install_portable_shims() -> None:
+    """The shims every device needs for the plain-Megatron model (see the module docstring)."""
     import nemo.collections.llm.gpt.model.hyena as nemo_hyena
-    import nemo.lightning.megatron_init as megatron_init
     from megatron.core.transformer.torch_norm import WrappedTorchNorm
     from nemo.collections.llm.gpt.model.megatron.hyena import hyena_block, hyena_layer_specs, hyena_utils
 
     # `HyenaStack.final_norm` is hard-coded `TENorm(...)`, whatever the spec; without Transformer
-    # Engine, Megatron's TENorm stub raises "ImportError: Transformer Engine is not installed".
-    # Megatron's torch norm computes the same RMSNorm.
+    # Engine, Megatron's TENorm stub raises "ImportError: Transformer Engine is not installed" (on a GPU
+    # too). Megatron's torch norm computes the same RMSNorm, under the same parameter name.
     _patch(hyena_block, "TENorm", WrappedTorchNorm)
 
-    # See _causal_conv1d_reference.
-    _patch(hyena_utils, "causal_conv1d_fn", _causal_conv1d_reference)
-
-    # See _plain_decay_filter.
-    _patch(hyena_utils.ExplicitSingleDecayFilter, "filter", _plain_decay_filter)
+    # See _causal_conv1d_reference; F.conv1d runs on any device. A real kernel stays where installed.
+    if causal_conv1d_is_stub(hyena_utils):
+        _patch(hyena_utils, "causal_conv1d_fn", _causal_conv1d_reference)
 
     # NeMo's spec without Transformer Engine still uses TENorm for every norm ("ImportError:
     # Transformer Engine is not installed" when the layers are built), and with use_te=True it
@@ -264,6 +275,14 @@ def _install_nemo_shims() -> None:
 
         get_hyena_stack_spec_without_te.__wrapped__ = original_spec
         _patch(nemo_hyena, "get_hyena_stack_spec", get_hyena_stack_spec_without_te)
+
+
+def _install_nemo_shims() -> None:
+    import nemo.lightning.megatron_init as megatron_init
+    from nemo.collections.llm.gpt.model.megatron.hyena import hyena_utils
+
+    # See _plain_decay_filter.
+    _patch(hyena_utils.ExplicitSingleDecayFilter, "filter", _plain_decay_filter)
 
     # `megatron_init._set_random_seed` seeds the model-parallel RNG only when CUDA devices exist;
     # without it the first `get_cuda_rng_tracker().fork()` fails with "rng state
@@ -290,14 +309,34 @@ def _install_nemo_shims() -> None:
     _patch(data_sampler, "torch", _TorchWithCpuFactories())
 
 
+def apply_portable() -> None:
+    """Install the shims that every device needs (idempotent): no Transformer Engine and no `causal_conv1d`
+    package required by the model this package builds, on a GPU as on a CPU."""
+    global _PORTABLE
+    if _PORTABLE:
+        return
+    try:
+        _install_portable_shims()
+    except BaseException:
+        remove()
+        raise
+    _PORTABLE = True
+
+
+def portable_applied() -> bool:
+    """Whether the device-independent shims (`apply_portable`) are currently installed."""
+    return _PORTABLE
+
+
 def apply() -> bool:
-    """Install every CPU shim (idempotent).
+    """Install the device-independent shims (`apply_portable`) and, without CUDA, every CPU shim (idempotent).
 
     Returns:
-        True if the shims are installed after the call, False when CUDA is available (then
-        nothing is changed: the GPU code paths are the real ones).
+        True if the CPU shims are installed after the call, False when CUDA is available (then only
+        `apply_portable`'s are: the GPU code paths are the real ones).
     """
     global _APPLIED
+    apply_portable()
     if _APPLIED:
         return True
     if torch.cuda.is_available():
@@ -314,14 +353,14 @@ def apply() -> bool:
 
 def remove() -> None:
     """Restore every patched attribute (modules built while the shims were on keep their state)."""
-    global _APPLIED
+    global _APPLIED, _PORTABLE
     while _PATCHES:
         owner, name, original = _PATCHES.pop()
         if original is _MISSING:
             delattr(owner, name)
         else:
             setattr(owner, name, original)
-    _APPLIED = False
+    _APPLIED = _PORTABLE = False
 
 
 @contextlib.contextmanager

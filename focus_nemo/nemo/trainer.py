@@ -114,7 +114,9 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
         raise ValueError("TrainerSection.pipeline_model_parallel_size: the FOCUS model runs the whole layer "
                          "stack on each rank (two streams per layer); use tensor and data parallelism")
     gpu = t.accelerator == "gpu"
-    if not gpu:
+    if gpu:
+        cpu_shims.apply_portable()  # no Transformer Engine or causal_conv1d needed on the GPU either
+    else:
         cpu_shims.apply()
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -198,5 +198,59 @@ def test_cpu_shims_idempotent_and_reversible():
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
+PORTABLE_CHECK = """
+import torch
+import torch.nn.functional as F
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+from nemo.collections.llm.gpt.model.megatron.hyena import hyena_block, hyena_utils
+
+from focus_nemo.evo2 import Evo2Config
+from focus_nemo.nemo import build, cpu_shims
+
+stub, te_norm, current_device = hyena_utils.causal_conv1d_fn, hyena_block.TENorm, torch.cuda.current_device
+assert cpu_shims.causal_conv1d_is_stub(hyena_utils)  # the nemo extra does not install causal_conv1d
+torch.cuda.is_available = lambda: True  # a GPU host without Transformer Engine or causal_conv1d
+assert cpu_shims.apply() is False and not cpu_shims.is_applied() and cpu_shims.portable_applied()
+assert torch.cuda.current_device is current_device  # no CPU shim on a GPU host
+
+# The final norm HyenaStack builds (hard-coded TENorm) is Megatron's torch RMSNorm.
+hcfg = build.hyena_config_from_evo2(Evo2Config.preset("tiny"))
+norm = hyena_block.TENorm(config=hcfg, hidden_size=64, eps=1e-6)
+assert isinstance(norm, WrappedTorchNorm) or hyena_block.TENorm is WrappedTorchNorm
+x = torch.randn(3, 64)
+with torch.no_grad():
+    assert torch.allclose(norm(x), x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6), atol=1e-6)
+
+# fast_conv_proj's depthwise causal conv: the last tap multiplies the current sample.
+conv = hyena_utils.causal_conv1d_fn
+assert conv is not stub
+x, w = torch.randn(2, 6, 10), torch.randn(6, 3)
+want = sum(w[:, j, None] * F.pad(x, (2 - j, 0))[..., :10] for j in range(3))
+assert torch.allclose(conv(x, w), want, atol=1e-6)
+
+cpu_shims.remove()
+assert hyena_block.TENorm is te_norm and hyena_utils.causal_conv1d_fn is stub and not cpu_shims.portable_applied()
+try:
+    hyena_block.TENorm(config=hcfg, hidden_size=64, eps=1e-6)
+except ImportError as err:  # what a GPU host without Transformer Engine met before
+    assert "Transformer Engine" in str(err)
+else:
+    raise AssertionError("TENorm built without Transformer Engine")
+print("portable ok")
+"""
+
+
+def test_shims_free_the_model_of_te_and_causal_conv1d_on_gpu_hosts():
+    """With CUDA present (torch.cuda.is_available patched to True) and neither Transformer Engine nor the
+    causal_conv1d package installed, `cpu_shims.apply()` installs no CPU shim but still gives HyenaStack's
+    hard-coded final norm Megatron's torch RMSNorm and fast_conv_proj an F.conv1d causal convolution."""
+    from conftest import require_nemo
+
+    require_nemo()
+    proc = subprocess.run([sys.executable, "-c", PORTABLE_CHECK], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "portable ok" in proc.stdout, proc.stderr[-4000:]
+
+
 if __name__ == "__main__":
     _main()
