@@ -28,7 +28,7 @@ used during training. The pieces live in `focus_nemo.evaluation`: ``metrics``, `
 ``sequences`` (sampling and one sequence), ``report`` (summaries, CSV, markdown), ``plots`` and ``run``.
 """
 
-from focus_nemo.evaluation.config import EvalConfig, SourceSection, config_from_hydra, source_name
+from focus_nemo.evaluation.config import EvalConfig, RecallSection, SourceSection, config_from_hydra, source_name
 from focus_nemo.evaluation.metrics import (
     ACGT,
     LABELS,
@@ -67,7 +67,7 @@ from focus_nemo.evaluation.statistics import summary_stats, t_quantile
 
 __all__ = ["ACGT", "LABELS", "METHODS", "METRICS", "PAIRED_METRICS", "PROFILE_METRICS", "SEGMENT_END_METRICS",
            "SEQUENCE_COLUMNS", "SUMMARY_METRICS",
-           "EvalConfig", "EvalSequence", "Profile", "SourceSection", "acgt_probs",
+           "EvalConfig", "EvalSequence", "RecallSection", "Profile", "SourceSection", "acgt_probs",
            "attention_budget", "bits_per_base", "config_from_hydra", "distribution_metrics", "evaluate",
            "evaluate_sequence", "fidelity", "paired_differences", "paired_markdown", "sample_sequences",
            "scored_positions", "segment_end_metrics", "sliding_span", "source_name", "summarize",

@@ -22,6 +22,69 @@ class SourceSection:
 
 
 @dataclass
+class RecallSection:
+    """The repeat-copy recall probe (`focus_nemo.evaluation.recall`) run beside the fidelity evaluation."""
+
+    enabled: bool = False
+    only: bool = False  # true: the recall probe alone (implies enabled), no fidelity evaluation
+    distances: list[int] = field(default_factory=lambda: [64, 1024, 4096, 16384])  # bases between the copies
+    n_trials: int = 32  # trials per distance, the same for every method (paired)
+    variants: list[str] = field(default_factory=lambda: ["exact", "diverged", "revcomp"])
+    controls: list[str] = field(default_factory=lambda: ["native", "foreign"])
+    # null: the evaluation's methods (`EvalConfig.methods_for`); full context is always the reference
+    methods: list[str] | None = None
+    ks: list[int] | None = None  # null: EvalConfig.ks
+    # Full context runs on windows (2 x segment + distance bases) up to this length, and is reported absent
+    # beyond it; null: no limit. Other methods run at every distance.
+    full_max_len: int | None = 32768
+    source: str | None = None  # name of the source the trials are drawn from; null: the first of `sources`
+    seed: int | None = None  # null: EvalConfig.seed
+    segment: int = 256  # bases of the copied segment
+
+    def __post_init__(self) -> None:
+        from focus_nemo.evaluation.recall import CONTROLS, VARIANTS
+
+        if self.only:
+            self.enabled = True
+        if not self.distances:
+            raise ValueError("EvalConfig.recall.distances: empty (name at least one distance)")
+        for d in self.distances:
+            if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+                raise ValueError(f"EvalConfig.recall.distances: {d!r} is not a distance (an integer >= 0 bases)")
+        if self.n_trials < 2:
+            raise ValueError(f"EvalConfig.recall.n_trials: {self.n_trials} < 2 (a confidence interval needs at "
+                             "least 2 trials)")
+        for key, values, known in (("variants", self.variants, VARIANTS), ("controls", self.controls, CONTROLS)):
+            if not values:
+                raise ValueError(f"EvalConfig.recall.{key}: empty (name at least one of {list(known)})")
+            bad = [v for v in values if v not in known]
+            if bad:
+                raise ValueError(f"EvalConfig.recall.{key}: {bad} not among {list(known)}")
+        if self.methods is not None:
+            if not self.methods:
+                raise ValueError("EvalConfig.recall.methods: empty (name at least one method, or null for the "
+                                 "evaluation's)")
+            bad = [m for m in self.methods if m not in METHODS]
+            if bad:
+                raise ValueError(f"EvalConfig.recall.methods: {bad} not among {list(METHODS)}")
+        if self.ks is not None:
+            if not self.ks:
+                raise ValueError("EvalConfig.recall.ks: empty (name at least one ratio k, or null for `ks`)")
+            bad = [k for k in self.ks if isinstance(k, bool) or not isinstance(k, int) or k < 1]
+            if bad:
+                raise ValueError(f"EvalConfig.recall.ks: {bad} are not ratios (integers >= 1)")
+        if self.segment < 1:
+            raise ValueError(f"EvalConfig.recall.segment: {self.segment} < 1")
+        if self.full_max_len is not None and self.full_max_len < 2:
+            raise ValueError(f"EvalConfig.recall.full_max_len: {self.full_max_len} < 2 (or null for no limit)")
+
+    def methods_used(self, evaluation_methods: list[str]) -> list[str]:
+        """``full`` then `methods` (or the evaluation's), in `METHODS` order, without repeats."""
+        wanted = set(self.methods if self.methods is not None else evaluation_methods) | {"full"}
+        return [m for m in METHODS if m in wanted]
+
+
+@dataclass
 class EvalConfig:
     """Everything that decides an evaluation run (see conf/evaluate_focus.yaml)."""
 
@@ -44,6 +107,7 @@ class EvalConfig:
     device: str = "cpu"
     threads: int = 0
     plots: bool = True
+    recall: RecallSection = field(default_factory=RecallSection)
     run_dir: str = "runs/evaluate"
 
     def __post_init__(self) -> None:
@@ -81,6 +145,8 @@ class EvalConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"EvalConfig.sources: duplicate source name(s) {dup}; set `name` to tell them apart")
+        if self.recall.source is not None and self.recall.source not in names:
+            raise ValueError(f"EvalConfig.recall.source: {self.recall.source!r} is not among the sources {names}")
         for s in self.sources:
             if s.fasta in ("", "???"):
                 raise ValueError("EvalConfig.sources: an entry has no `fasta`")
@@ -104,11 +170,16 @@ class EvalConfig:
             except ValueError as e:
                 raise ValueError(f"EvalConfig.ks: {e}") from None
         short = [n for n in self.lengths if n <= window]
-        if short:
+        if short and not self.recall.only:
             raise ValueError(f"EvalConfig.lengths: {short} not longer than the window W={window}; positions in the "
                              f"first window are identical for every method, so nothing would be scored")
         if self.position_bins > window:
             raise ValueError(f"EvalConfig.position_bins: {self.position_bins} > window {window}")
+        for k in self.recall.ks or ():
+            try:
+                check_k_window(k, window)
+            except ValueError as e:
+                raise ValueError(f"EvalConfig.recall.ks: {e}") from None
 
     def focus_horizon(self, evo2_config, window: int, current: int | None) -> int | None:
         """The horizon (bases or None) evaluation runs FOCUS with: `current` (the adapter's) when

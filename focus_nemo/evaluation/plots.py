@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from focus_nemo.evaluation.metrics import LABELS
+from focus_nemo.evaluation.recall import _dist
 from focus_nemo.evaluation.sequences import PROFILE_METRICS
 
 
@@ -103,6 +104,67 @@ def k_figure(summary: Sequence[dict], ks: Sequence[int], path: Path) -> None:
             ax.set_xlabel("k (bases per Focus token)")
             ax.set_ylabel(LABELS[metric])
             ax.set_title(f"{source} (mean over sequences, 95% CI)", fontsize=10)
+            ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+
+
+def recall_figure(summary: Sequence[dict], path: Path, control: str = "native") -> None:
+    """Copy advantage (top, 95% bootstrap CI) and the fraction of full context's retained (bottom) against the
+    distance between the copies, one line per method and k, one column per copy variant. Retained points
+    measured against full context at a smaller distance (where full context does not run) are hollow."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in summary if r["control"] == control]
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    lines = list(dict.fromkeys((r["method"], r["k"]) for r in rows))
+    ks = sorted({int(k) for _, k in lines if k != ""})
+    fig = Figure(figsize=(5 * len(variants), 7), layout="constrained")
+    axes = fig.subplots(2, len(variants), squeeze=False, sharex=True)
+    dists = sorted({int(r["distance"]) for r in rows})
+    full_runs = sorted({int(r["distance"]) for r in rows if r["method"] == "full" and int(r["trials"]) > 0})
+    zero = dists[0] == 0
+    for c, variant in enumerate(variants):
+        for method, k in lines:
+            pts = sorted((int(r["distance"]), r) for r in rows if r["variant"] == variant and r["method"] == method
+                         and r["k"] == k and int(r["trials"]) > 0)
+            if not pts:
+                continue
+            style = ({"color": "black", "linestyle": "-", "label": "full context"} if method == "full"
+                     else _style(method, k if k == "" else int(k), ks))
+            xs = np.array([d for d, _ in pts], dtype=float)
+            for row, (field, lo_f, hi_f) in enumerate((("advantage", "ci_low", "ci_high"),
+                                                        ("retained", "retained_ci_low", "retained_ci_high"))):
+                ys = np.array([float(r[field]) for _, r in pts])
+                lo = np.array([float(r[lo_f]) for _, r in pts])
+                hi = np.array([float(r[hi_f]) for _, r in pts])
+                ax = axes[row][c]
+                ax.errorbar(xs, ys, yerr=[np.nan_to_num(ys - lo), np.nan_to_num(hi - ys)], marker="o", capsize=3,
+                            markersize=4, **style)
+                if row == 1:
+                    far = np.array([r["reference_distance"] not in ("", d) for d, r in pts])
+                    if far.any():
+                        ax.plot(xs[far], ys[far], "o", markersize=8, markerfacecolor="white",
+                                markeredgecolor=style["color"])
+        for row, label in enumerate(("copy advantage (nats/base)", "fraction of full context's copy advantage")):
+            ax = axes[row][c]
+            if zero:
+                ax.set_xscale("symlog", base=2, linthresh=64)
+            else:
+                ax.set_xscale("log", base=2)
+            ax.axhline(1.0 if row else 0.0, color="gray", linewidth=0.8)
+            if full_runs and full_runs[-1] < dists[-1]:
+                ax.axvline(full_runs[-1], color="black", linestyle=":", linewidth=0.8,
+                           label=(f"full context runs up to d = {_dist(full_runs[-1])}"
+                                  if row == 0 and c == len(variants) - 1 else None))
+            if row and not any(np.isfinite(float(r["retained"])) for r in rows if r["variant"] == variant):
+                ax.text(0.5, 0.5, "undefined: full context shows no positive copy advantage",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9, color="gray")
+            ax.set_xticks(dists, [_dist(d) for d in dists])
+            if row:
+                ax.set_xlabel("distance between the copies (bases)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{variant} copy, {control} control", fontsize=10)
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)
     fig.savefig(path, dpi=110)

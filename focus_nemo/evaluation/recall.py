@@ -92,7 +92,8 @@ def segment_nats(logits_fn: Callable[[torch.Tensor], torch.Tensor], window: np.n
     with torch.no_grad():
         logits = logits_fn(tokens[:, :-1])
     lo = tokens.shape[1] - 1 - segment
-    return float(torch.nn.functional.cross_entropy(logits[0, lo:].float(), tokens[0, lo + 1:]).double())
+    target = tokens[0, lo + 1:].to(logits.device)
+    return float(torch.nn.functional.cross_entropy(logits[0, lo:].float(), target).double())
 
 
 def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = 2000,
@@ -136,17 +137,20 @@ def recall_probe(logits_fn: Callable[[torch.Tensor], torch.Tensor], heldout: np.
 
 
 def summarize_recall(rows: Sequence[dict]) -> list[dict]:
-    """Mean copy advantage with a 95% bootstrap CI per (method, distance, variant, control)."""
+    """Mean copy advantage with a 95% bootstrap CI per (method, k, distance, variant, control); ``method`` and
+    ``k`` are keys of the output where the rows have them."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r.get("method", ""), r["distance"], r["variant"], r["control"]), []).append(r)
+        groups.setdefault((r.get("method", ""), r.get("k"), r["distance"], r["variant"], r["control"]), []).append(r)
     out = []
-    for (method, d, v, c), rs in groups.items():
+    for (method, k, d, v, c), rs in groups.items():
         adv = [r["advantage"] for r in rs]
         lo, hi = bootstrap_ci(adv, seed=d)
         rec = {"distance": d, "variant": v, "control": c, "trials": len(rs), "advantage": float(np.mean(adv)),
                "ci_low": lo, "ci_high": hi, "ce_repeat": float(np.mean([r["ce_repeat"] for r in rs])),
                "ce_control": float(np.mean([r["ce_control"] for r in rs]))}
+        if "k" in rs[0]:
+            rec = {"k": k, **rec}
         out.append({"method": method, **rec} if method else rec)
     return out
 
@@ -176,3 +180,250 @@ def _dist(d: int) -> str:
     if d >= 1024 and d % 1024 == 0:
         return f"{d >> 10} kb"
     return str(d)
+
+
+# ------------------------------------------------------------------------------------------ several methods
+@dataclass
+class RecallMethod:
+    """One method of a paired recall run: a name (``full``, ``focus``, ...), its ratio k (None where it has
+    none), its logits function, the longest window (bases) it runs on (None: any; longer windows: the method is
+    reported absent there) and its key/value entries per attention block at L input bases."""
+
+    name: str
+    k: int | None
+    logits_fn: Callable[[torch.Tensor], torch.Tensor]
+    max_len: int | None = None
+    budget: Callable[[int], int] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name if self.k is None else f"{self.name} k={self.k}"
+
+
+RECALL_COLUMNS = ("method", "k", "distance", "window", "attention_budget", "trial", "variant", "control",
+                  "ce_repeat", "ce_control", "advantage")
+
+
+def recall_probe_methods(methods: Sequence[RecallMethod], heldout: np.ndarray, distances: Sequence[int],
+                         n_trials: int = 32, seed: int = 0, variants: Sequence[str] = VARIANTS,
+                         controls: Sequence[str] = CONTROLS, segment: int = SEGMENT,
+                         on_trial: Callable[[int, int], None] | None = None) -> list[dict]:
+    """`recall_probe` for several methods on the same trials (paired): every method reads the same windows.
+
+    A method whose `RecallMethod.max_len` is below a distance's window (2 * segment + d bases) gives no rows
+    at that distance; `recall_summary` reports it there as absent. `on_trial(distance, trial)` is called after
+    each trial.
+
+    Returns:
+        One row per method x distance x trial x variant x control with the `RECALL_COLUMNS` fields (``k`` is
+        "" for methods without a ratio).
+    """
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"recall probe: unknown variant {v!r} (known: {', '.join(VARIANTS)})")
+    for c in controls:
+        if c not in CONTROLS:
+            raise ValueError(f"recall probe: unknown control {c!r} (known: {', '.join(CONTROLS)})")
+    rows = []
+    for d in distances:
+        d = int(d)
+        size = 2 * segment + d
+        live = [m for m in methods if m.max_len is None or size <= m.max_len]
+        for t_i, trial in enumerate(make_trials(heldout, d, n_trials, seed, segment)):
+            ctrl_windows = {c: trial.window(trial.controls[c]) for c in controls}
+            rep_windows = {v: trial.window(trial.first[v]) for v in variants}
+            for m in live:
+                ctrl = {c: segment_nats(m.logits_fn, w, segment) for c, w in ctrl_windows.items()}
+                budget = m.budget(size - 1) if m.budget is not None else ""
+                for v, w in rep_windows.items():
+                    rep = segment_nats(m.logits_fn, w, segment)
+                    for c in controls:
+                        rows.append({"method": m.name, "k": "" if m.k is None else m.k, "distance": d,
+                                     "window": size, "attention_budget": budget, "trial": t_i, "variant": v,
+                                     "control": c, "ce_repeat": rep, "ce_control": ctrl[c],
+                                     "advantage": ctrl[c] - rep})
+            if on_trial is not None:
+                on_trial(d, t_i)
+    return rows
+
+
+def _ratio_ci(num: np.ndarray, den: np.ndarray, paired: bool, seed: int, resamples: int = 2000,
+              confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(num) / mean(den), resampling trials (the same indices for both
+    when `paired`)."""
+    if len(num) < 2 or len(den) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(num), (resamples, len(num)))
+    j = i if paired else rng.integers(0, len(den), (resamples, len(den)))
+    top, bottom = num[i].mean(1), den[j].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = top / bottom
+    r = r[np.isfinite(r)]
+    if len(r) < 2:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2
+    return float(np.quantile(r, tail)), float(np.quantile(r, 1 - tail))
+
+
+RECALL_SUMMARY_COLUMNS = ("method", "k", "distance", "window", "attention_budget", "variant", "control", "trials",
+                          "advantage", "ci_low", "ci_high", "ce_repeat", "ce_control", "retained",
+                          "retained_ci_low", "retained_ci_high", "reference_distance", "reference", "status")
+
+
+def recall_summary(rows: Sequence[dict], methods: Sequence[tuple[str, int | None, int | None]],
+                   distances: Sequence[int], variants: Sequence[str] = VARIANTS, controls: Sequence[str] = CONTROLS,
+                   segment: int = SEGMENT) -> list[dict]:
+    """Per (method, k, distance, variant, control): the copy advantage (mean, 95% bootstrap CI) and the
+    fraction of full context's copy advantage it retains.
+
+    `methods` lists (name, k, max_len) in report order; ``full`` must be among them. Retained =
+    mean(advantage) / mean(full's advantage) over the same trials at the same distance (paired bootstrap CI),
+    or, where full context does not run (its max_len is below the window), over full's trials at the largest
+    distance it runs (unpaired bootstrap; ``reference`` says which). Where the reference's copy advantage is
+    not positive the ratio is undefined (NaN, said in ``status``). A method absent at a distance has a row
+    with 0 trials, NaN values and a ``status`` that says why.
+    """
+    if not any(name == "full" for name, _, _ in methods):
+        raise ValueError("recall_summary: `methods` must include full (the reference)")
+    full_max = next(mx for name, _, mx in methods if name == "full")
+    by_trial: dict[tuple, np.ndarray] = {}
+    first: dict[tuple, dict] = {}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        k = None if r["k"] in ("", None) else int(r["k"])
+        groups.setdefault((r["method"], k, int(r["distance"]), r["variant"], r["control"]), []).append(r)
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: int(r["trial"]))
+        by_trial[key] = np.array([float(r["advantage"]) for r in rs])
+        first[key] = rs[0]
+    summ = {(r["method"], None if r["k"] in ("", None) else int(r["k"]), r["distance"], r["variant"],
+             r["control"]): r for r in summarize_recall([{**r, "distance": int(r["distance"])} for r in rows])}
+    fits = sorted(int(d) for d in distances if ("full", None, int(d), variants[0], controls[0]) in by_trial)
+    out = []
+    for name, k, max_len in methods:
+        for d in distances:
+            d = int(d)
+            size = 2 * segment + d
+            refs = [f for f in fits if f <= d]
+            ref_d = refs[-1] if refs else None
+            for v in variants:
+                for c in controls:
+                    key = (name, k, d, v, c)
+                    row = {"method": name, "k": "" if k is None else k, "distance": d, "window": size,
+                           "variant": v, "control": c, "reference_distance": "" if ref_d is None else ref_d,
+                           "reference": ("" if ref_d is None else "full, same distance" if ref_d == d
+                                         else f"full at d = {ref_d} (largest distance where full context runs)")}
+                    if key not in by_trial:
+                        why = (f"absent: window of {size} bases > max length {max_len}"
+                               if max_len is not None and size > max_len else "absent: not run")
+                        row.update({"attention_budget": "", "trials": 0, "status": why,
+                                    **dict.fromkeys(("advantage", "ci_low", "ci_high", "ce_repeat", "ce_control",
+                                                     "retained", "retained_ci_low", "retained_ci_high"),
+                                                    float("nan"))})
+                        out.append(row)
+                        continue
+                    s = summ[key]
+                    row.update({"attention_budget": first[key]["attention_budget"], "trials": s["trials"],
+                                "advantage": s["advantage"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                                "ce_repeat": s["ce_repeat"], "ce_control": s["ce_control"], "status": "ok"})
+                    ret = lo = hi = float("nan")
+                    if ref_d is None:
+                        row["status"] = (f"no reference: full context runs at no distance (max length {full_max})")
+                    else:
+                        den = by_trial[("full", None, ref_d, v, c)]
+                        if den.mean() > 0:
+                            num = by_trial[key]
+                            ret = float(num.mean() / den.mean())
+                            lo, hi = _ratio_ci(num, den, paired=ref_d == d and len(num) == len(den), seed=d)
+                        else:
+                            row["status"] = (f"no reference: full context's copy advantage at d = {ref_d} is "
+                                             f"{den.mean():+.4f} (not positive)")
+                    row.update({"retained": ret, "retained_ci_low": lo, "retained_ci_high": hi})
+                    out.append(row)
+    return out
+
+
+def write_recall_csv(path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """A CSV of `rows` with floats written exactly (`repr`), so `read_recall_csv` gives them back unchanged."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
+
+
+_INT_COLUMNS = {"k", "distance", "window", "attention_budget", "trial", "trials", "reference_distance"}
+_FLOAT_COLUMNS = {"ce_repeat", "ce_control", "advantage", "ci_low", "ci_high", "retained", "retained_ci_low",
+                  "retained_ci_high"}
+
+
+def read_recall_csv(path) -> list[dict]:
+    """Rows of a recall CSV (`recall.csv` or `recall_summary.csv`) with their types (empty integers stay "")."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for c, v in r.items():
+            if c in _INT_COLUMNS and v != "":
+                r[c] = int(v)
+            elif c in _FLOAT_COLUMNS:
+                r[c] = float(v)
+    return rows
+
+
+def _cell(value: float, lo: float, hi: float, digits: int) -> str:
+    if np.isnan(value):
+        return "n/a"
+    if np.isnan(lo):
+        return f"{value:+.{digits}f}"
+    return f"{value:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def recall_summary_markdown(summary: Sequence[dict], control: str = "native") -> str:
+    """Two tables for one control: copy advantage (nats/base, mean [95% bootstrap CI]) and the fraction of full
+    context's copy advantage retained, one row per method and copy, one column per distance. Cells of a method
+    absent at a distance say ``absent``; retained values measured against full context at a smaller distance
+    carry a dagger."""
+    rows = [r for r in summary if r["control"] == control]
+    dists = sorted({int(r["distance"]) for r in rows})
+    keys = list(dict.fromkeys((r["method"], r["k"], r["variant"]) for r in rows))
+    cell = {(r["method"], r["k"], r["variant"], int(r["distance"])): r for r in rows}
+    head = ["method", "k", "copy"] + [f"d = {_dist(d)}" for d in dists]
+    out = []
+    for title, field, digits in (("copy advantage, nats/base", "advantage", 3),
+                                 ("fraction of full context's copy advantage retained", "retained", 2)):
+        out += [f"{title} ({control} control): mean [95% bootstrap CI]", "",
+                "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        dagger = False
+        for m, k, v in keys:
+            vals = []
+            for d in dists:
+                r = cell.get((m, k, v, d))
+                if r is None:
+                    vals.append("")
+                elif int(r["trials"]) == 0:
+                    vals.append("absent")
+                else:
+                    txt = _cell(float(r[field]), float(r[f"{'retained_' if field == 'retained' else ''}ci_low"]),
+                                float(r[f"{'retained_' if field == 'retained' else ''}ci_high"]), digits)
+                    if field == "retained" and r["reference_distance"] not in ("", d) and txt != "n/a":
+                        txt += " †"
+                        dagger = True
+                    vals.append(txt)
+            out.append("| " + " | ".join([m, str(k) if k != "" else "-", v] + vals) + " |")
+        out.append("")
+        if field == "retained":
+            if dagger:
+                out += ["† relative to full context at the largest distance where it runs (see "
+                        "recall_summary.csv, `reference`).", ""]
+            if any(r["status"].startswith("no reference") for r in rows):
+                out += ["n/a: full context shows no positive copy advantage to compare with (`status` in "
+                        "recall_summary.csv).", ""]
+    absent = sorted({(r["method"], r["status"]) for r in rows if int(r["trials"]) == 0})
+    if absent:
+        out += ["absent: " + "; ".join(f"{m} ({s.removeprefix('absent: ')})" for m, s in absent[:6]), ""]
+    return "\n".join(out)

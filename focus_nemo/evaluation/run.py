@@ -14,6 +14,7 @@ import torch
 from focus_nemo.evaluation.config import EvalConfig, source_name
 from focus_nemo.evaluation.metrics import SEQUENCE_COLUMNS, SUMMARY_METRICS
 from focus_nemo.evaluation.plots import k_figure, profile_figure
+from focus_nemo.evaluation.recall_run import evaluate_recall, recall_heldout
 from focus_nemo.evaluation.report import (
     PAIRED_METRICS,
     headline_markdown,
@@ -40,11 +41,13 @@ def evaluate(cfg: EvalConfig) -> dict:
     and per window index, pooled over sequences); ``run_info.json`` (machine, versions, seconds); with
     ``plots``: ``shift_vs_position_in_window.png``, ``shift_vs_length.png`` and ``shift_vs_k.png``.
 
-    Returns:
-        {"summary": summary rows, "run_dir": path, "seconds": wall time}.
-    """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    With ``recall.enabled`` the recall probe runs too (``recall.only``: alone), writing ``recall.csv``,
+    ``recall_summary.csv``, ``recall.md``, ``recall_info.json`` and ``recall.png`` (`evaluate_recall`).
 
+    Returns:
+        {"summary": fidelity summary rows ([] with ``recall.only``), "recall": recall summary rows ([] without
+        recall), "run_dir": path, "seconds": wall time}.
+    """
     from focus_nemo.cli import check_device
     from focus_nemo.loading import load_focus_model
 
@@ -64,8 +67,25 @@ def evaluate(cfg: EvalConfig) -> dict:
     horizon = cfg.focus_horizon(fm.base.config, window, fm.config.horizon)
     fm.config.horizon = horizon  # checked against the window in use (k and W are passed per forward)
     methods = cfg.methods_for(fm.config.local)
+    recall_used = cfg.recall.methods_used(methods) if cfg.recall.enabled else []
     (run / "config.json").write_text(json.dumps({**asdict(cfg), "window_used": window, "horizon_used": horizon,
-                                                "methods_used": methods}, indent=2))
+                                                "methods_used": methods, "recall_methods_used": recall_used},
+                                               indent=2))
+    heldout = recall_heldout(cfg) if cfg.recall.enabled else None  # errors before the long part
+    sequences, summary = ([], []) if cfg.recall.only else _fidelity(fm, cfg, window, horizon, methods, run)
+    recall = evaluate_recall(fm, cfg, window, methods, run, heldout) if cfg.recall.enabled else []
+    seconds = round(time.time() - t0, 1)
+    info = {"seconds": seconds, "sequences": len(sequences), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "processor": cpu_name(),
+            "python": platform.python_version(), "device": str(fm.focus_embedding.device)}
+    (run / "run_info.json").write_text(json.dumps(info, indent=2))
+    return {"summary": summary, "recall": recall, "run_dir": str(run), "seconds": seconds}
+
+
+def _fidelity(fm, cfg: EvalConfig, window: int, horizon, methods: list[str], run: Path) -> tuple[list, list[dict]]:
+    """The fidelity part of `evaluate`: its files in `run`; returns (the evaluated sequences, the summary)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     sequences = sample_sequences(cfg)
     log.info("evaluating %d sequences from %s at k=%s, W=%d, horizon %s", len(sequences),
              ", ".join(source_name(s) for s in cfg.sources), cfg.ks, window, horizon or "none")
@@ -101,12 +121,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         profile_figure(profiles, "in_window", cfg.ks, window, run / "shift_vs_position_in_window.png")
         profile_figure(profiles, "by_window", cfg.ks, window, run / "shift_vs_length.png")
         k_figure(summary, cfg.ks, run / "shift_vs_k.png")
-    seconds = round(time.time() - t0, 1)
-    info = {"seconds": seconds, "sequences": len(sequences), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "processor": cpu_name(),
-            "python": platform.python_version(), "device": str(fm.focus_embedding.device)}
-    (run / "run_info.json").write_text(json.dumps(info, indent=2))
-    return {"summary": summary, "run_dir": str(run), "seconds": seconds}
+    return sequences, summary
 
 
 def cpu_name() -> str:

@@ -16,6 +16,7 @@ import torch
 from focus_nemo.data.assets import resolve_fasta
 from focus_nemo.evaluation.config import EvalConfig, source_name
 from focus_nemo.evaluation.metrics import (
+    METHODS,
     METRICS,
     SEGMENT_END_METRICS,
     acgt_probs,
@@ -119,6 +120,29 @@ def _with_local(fm, local: int, run):
 
 
 @torch.no_grad()
+def method_logits(fm, x: torch.Tensor, method: str, k: int, window: int) -> torch.Tensor:
+    """Logits [B, L, V] of one evaluated method on inputs `x` [B, L] (the definitions in `focus_nemo.evaluate`).
+
+    ``full``: the frozen base reading everything; ``truncation``: attention within the current window only (`k`
+    is unused); ``focus`` / ``focus_local``: FOCUS at ratio `k` and window `window` without / with the exact
+    local band (local = 0 / 1), with the model's horizon and second level; ``sliding`` / ``sliding_local``: the
+    base with sliding-window attention whose span is that FOCUS's key/value budget for `x`'s length. Both the
+    fidelity evaluation and the recall probe compute every method's logits here.
+    """
+    L = x.shape[1]
+    h = fm.config.horizon_windows(window)
+    if method == "full":
+        return fm.base(x)
+    if method == "truncation":
+        return fm(x, k=k, window=window, memory=False)
+    if method in ("focus", "focus_local"):
+        return _with_local(fm, int(method == "focus_local"), lambda: fm(x, k=k, window=window))
+    if method in ("sliding", "sliding_local"):
+        return fm.base(x, attention_span=attention_budget(method, L, k, window, h))
+    raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+
+
+@torch.no_grad()
 def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, methods: Sequence[str],
                       bins: int) -> tuple[list[dict], dict[tuple[int | None, str], Profile]]:
     """Per-sequence metric means for every (method, k) and their position profiles.
@@ -178,16 +202,11 @@ def evaluate_sequence(fm, seq: EvalSequence, ks: Sequence[int], window: int, met
 
     results = [measure("full", None, None)]
     if "truncation" in methods:
-        results.append(measure("truncation", None, fm(x, k=ks[0], window=window, memory=False)))
+        results.append(measure("truncation", None, method_logits(fm, x, "truncation", ks[0], window)))
     for k in ks:
-        for method, local in (("focus", 0), ("focus_local", 1)):
+        for method in ("focus", "focus_local", "sliding", "sliding_local"):
             if method in methods:
-                results.append(measure(method, k, _with_local(fm, local, lambda k=k: fm(x, k=k, window=window))))
-        if "sliding" in methods:
-            results.append(measure("sliding", k, fm.base(x, attention_span=sliding_span(L, k, window, h))))
-        if "sliding_local" in methods:
-            span = attention_budget("sliding_local", L, k, window, h)
-            results.append(measure("sliding_local", k, fm.base(x, attention_span=span)))
+                results.append(measure(method, k, method_logits(fm, x, method, k, window)))
     rows = [r for r, _ in results]
     profiles = {(None if r["k"] == "" else r["k"], r["method"]): pr for r, pr in results}
     return rows, profiles
