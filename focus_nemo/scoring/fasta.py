@@ -19,6 +19,7 @@ from focus_nemo.scoring.model import model_settings
 from focus_nemo.scoring.outputs import (
     FINISHED,
     FLAG,
+    MANIFEST,
     SUFFIX,
     SUMMARY,
     TEMP_FILE,
@@ -64,7 +65,8 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                 k: int | None = None, window: int | None = None, formats: str | Sequence[str] = "npz",
                 chunk_size: int = DEFAULT_CHUNK, read_size: int = DEFAULT_READ, resume: bool = False,
                 progress: bool = True, info: dict | None = None, allow_empty: bool = False,
-                max_bits_per_base: float = UNIFORM_BITS) -> ScoreRun:
+                max_bits_per_base: float = UNIFORM_BITS, workers: int = 1, model_factory: Callable | None = None,
+                threads: int | None = None) -> ScoreRun:
     """Score every base of the records of a FASTA file by streaming them through FOCUS.
 
     Under an initialised `torch.distributed` every rank must call this with the same arguments and its
@@ -88,6 +90,13 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             ``summary.tsv`` is written with the reason for each record.
         max_bits_per_base: records (in ``summary.tsv``) and megabases (in the log) whose scored bases
             average more bits than this are flagged (default 2: a uniform guess over A/C/G/T).
+        workers: processes that score records side by side on this machine (data parallel,
+            `focus_nemo.scoring.dataparallel`); above 1 this process only coordinates (it writes the manifest
+            and summary) and `fm` serves for the settings alone.
+        model_factory: with ``workers > 1``, a picklable callable that builds the model in each worker
+            (returns a model or ``(model, k, window)`` like `load_scoring_model`); its settings must equal `fm`'s.
+        threads: with ``workers > 1``, CPU threads of all workers together, split evenly (at least one each;
+            None: torch's default here).
 
     Raises:
         ScoringError: a bad option, unusable output directory, settings or FASTA differing from the
@@ -96,8 +105,15 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     """
     from focus_nemo.data import open_genome
 
-    rank, world = parallel.rank_world()
+    where = parallel.layout(fm)
+    rank, world = where.rank, where.world
     # every option is checked before anything is written
+    if not isinstance(workers, int) or workers < 1:
+        raise ScoringError(f"workers (--workers): must be >= 1, got {workers!r}")
+    if workers > 1 and world > 1:
+        raise ScoringError("workers (--workers): not with torchrun, whose processes are the workers already")
+    if workers > 1 and model_factory is None:
+        raise ValueError("workers > 1 needs model_factory, which builds the model in each worker")
     if read_size < 1:
         raise ValueError(f"read_size: must be >= 1, got {read_size}")
     if chunk_size < 1:
@@ -115,20 +131,24 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     check_stems(names)
     out = Path(out_dir)
     run = ScoreRun(out)
+    job = Job(genome, out, k, window, formats, chunk_size, read_size, max_bits, fasta)
+    if workers > 1 or where.groups > 1:
+        from focus_nemo.scoring import dataparallel
+
+        extra = {**(info or {}), "chunk_size": chunk_size, "device": str(next(fm.parameters()).device)}
+        opened = (settings, resume, names, requested, empty, extra)
+        if workers > 1:
+            run = dataparallel.score_with_workers(job, run, opened, workers, model_factory, threads, progress)
+            return _check_something_scored(run, out, allow_empty, 0, 1)
+        return dataparallel.score_in_groups(job, run, opened, fm, where, progress, allow_empty)
     with contextlib.ExitStack() as stack:
-        manifest: dict = {}
+        book = None
         if rank == 0:
             try:
-                manifest, todo = _open_run(stack, out, settings, resume, names, requested, formats, genome,
-                                           read_size, run)
-                manifest["not_scored"] = empty
-                manifest["info"] = {**manifest.get("info", {}), **(info or {}), "chunk_size": chunk_size,
-                                    "device": str(next(fm.parameters()).device), "max_bits_per_base": max_bits}
-                if world > 1 or "tensor_parallel" in manifest["info"]:
-                    manifest["info"]["tensor_parallel"] = world
-                # from here on the directory says which records are pending until each one is finished
-                write_manifest(out, manifest)
-                write_summary(out, manifest, max_bits)
+                extra = {**(info or {}), "chunk_size": chunk_size, "device": str(next(fm.parameters()).device)}
+                if world > 1:
+                    extra["tensor_parallel"] = world
+                book, todo = open_book(stack, job, run, settings, resume, names, requested, empty, extra)
                 plan = ("ok", todo, run.skipped)
             except Exception as e:
                 parallel.from_rank0(("error", f"{type(e).__name__}: {e}"), world)
@@ -158,28 +178,26 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                     entry = _score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance,
                                           max_bits)
                 except BaseException as e:
-                    _record_stop(out, manifest, name, e, done[0], genome.length(name), max_bits)
+                    book.stopped(name, stop_reason(e, done[0], genome.length(name)))
                     raise
-                manifest["records"][name] = entry
-                write_manifest(out, manifest)
-                write_summary(out, manifest, max_bits)
+                book.finished(name, entry)
                 run.scored.append(name)
-        nothing = None
         if rank == 0:
-            manifest["complete"] = True
-            write_manifest(out, manifest)
-            run.summary = write_summary(out, manifest, max_bits)
-            flagged = [r["record"] for r in run.summary if r.get("flag") == FLAG]
-            if flagged:
-                logger.warning("%s: %d record(s) average more than %g bits/base (flag %s in %s): %s", out,
-                               len(flagged), max_bits, FLAG, SUMMARY, ", ".join(flagged))
-            if not allow_empty and not any(r["scored"] for r in run.summary):
-                why = "; ".join(f"{r['record']}: {r.get('note') or 'nothing scored'}" for r in run.summary)
-                nothing = (f"{out}: nothing was scored ({why or 'no records'}); the reasons are in {SUMMARY}. "
-                           f"Pass allow_empty=True (--allow-empty) to accept a run that scores nothing")
-        nothing = parallel.from_rank0(nothing, world)
-        if nothing is not None:
-            raise ScoringError(nothing)
+            run.summary = book.complete()
+    return _check_something_scored(run, out, allow_empty, rank, world)
+
+
+def _check_something_scored(run: ScoreRun, out: Path, allow_empty: bool, rank: int, world: int, group=None
+                            ) -> ScoreRun:
+    """Raise ScoringError on every rank when the finished run (rank 0's summary) scored no base at all."""
+    nothing = None
+    if rank == 0 and not allow_empty and not any(r["scored"] for r in run.summary):
+        why = "; ".join(f"{r['record']}: {r.get('note') or 'nothing scored'}" for r in run.summary)
+        nothing = (f"{out}: nothing was scored ({why or 'no records'}); the reasons are in {SUMMARY}. "
+                   f"Pass allow_empty=True (--allow-empty) to accept a run that scores nothing")
+    nothing = parallel.from_rank0(nothing, world, group)
+    if nothing is not None:
+        raise ScoringError(nothing)
     return run
 
 
@@ -203,20 +221,96 @@ def _signals_raise(enabled: bool):
             signal.signal(sig, handler)
 
 
-def _record_stop(out: Path, manifest: dict, name: str, error: BaseException, done: int, n: int,
-                 max_bits: float) -> None:
-    """Record in the manifest and summary why record `name` did not finish (best effort: on a full disk this
-    write may fail too, and the files already say the run is incomplete)."""
+def stop_reason(error: BaseException, done: int, n: int) -> dict:
+    """Why a record did not finish, as the manifest records it: ``pending`` when the run was interrupted
+    (SIGTERM, SIGINT), else ``failed`` with the error."""
     if isinstance(error, (ScoringInterrupted, KeyboardInterrupt)):
-        why = {"status": "pending", "note": f"interrupted after {done:,} of {n:,} bases"}
-    else:
-        why = {"status": "failed", "note": f"{type(error).__name__}: {error}"}
-    manifest.setdefault("unfinished", {})[name] = why
-    try:
-        write_manifest(out, manifest)
-        write_summary(out, manifest, max_bits)
-    except Exception as e:  # noqa: BLE001 - the original error is the one to report
-        logger.warning("%s: could not record why %s did not finish (%s)", out, name, e)
+        return {"status": "pending", "note": f"interrupted after {done:,} of {n:,} bases"}
+    return {"status": "failed", "note": f"{type(error).__name__}: {error}"}
+
+
+@dataclass
+class Job:
+    """What every process that scores records of one run needs besides the model."""
+
+    genome: object
+    out: Path
+    k: int
+    window: int
+    formats: tuple[str, ...]
+    chunk_size: int
+    read_size: int
+    max_bits: float
+    source: object = None  # what `score_fasta` was given: a path that worker processes open again, or a Genome
+
+
+class RunBook:
+    """The run's ``manifest.json`` and ``summary.tsv`` and their only writer: one per run, in the process that
+    opened the output directory (the single process, the coordinator of ``workers``, global rank 0 under
+    torchrun). Records finished anywhere are entered here (`finished`, `stopped`) and both files rewritten;
+    another process cannot write through it. Thread-safe."""
+
+    def __init__(self, out: Path, manifest: dict, max_bits: float) -> None:
+        self.out, self.manifest, self.max_bits = out, manifest, max_bits
+        self.pid = os.getpid()
+        self.lock = threading.RLock()
+
+    def write(self) -> list[dict]:
+        """Rewrite the manifest (records in the order requested) and the summary; returns the summary rows."""
+        if os.getpid() != self.pid:
+            raise ScoringError(f"{self.out}: {MANIFEST} and {SUMMARY} are written by the process that opened the "
+                               f"run (pid {self.pid}) alone, not by pid {os.getpid()}")
+        with self.lock:
+            m = self.manifest
+            order = {n: i for i, n in enumerate(m.get("requested", []))}
+            m["records"] = dict(sorted(m["records"].items(), key=lambda kv: order.get(kv[0], len(order))))
+            write_manifest(self.out, m)
+            return write_summary(self.out, m, self.max_bits)
+
+    def finished(self, name: str, entry: dict) -> None:
+        with self.lock:
+            self.manifest["records"][name] = entry
+            self.manifest.get("unfinished", {}).pop(name, None)
+            self.write()
+
+    def stopped(self, name: str, why: dict) -> None:
+        """Record why `name` did not finish (`stop_reason`); best effort: on a full disk this write may fail
+        too, and the files already say the run is incomplete."""
+        with self.lock:
+            self.manifest.setdefault("unfinished", {})[name] = why
+            try:
+                self.write()
+            except Exception as e:  # noqa: BLE001 - the original error is the one to report
+                logger.warning("%s: could not record why %s did not finish (%s)", self.out, name, e)
+
+    def complete(self) -> list[dict]:
+        """Mark the run complete; returns the summary rows (flagged records logged)."""
+        with self.lock:
+            self.manifest["complete"] = True
+            rows = self.write()
+        flagged = [r["record"] for r in rows if r.get("flag") == FLAG]
+        if flagged:
+            logger.warning("%s: %d record(s) average more than %g bits/base (flag %s in %s): %s", self.out,
+                           len(flagged), self.max_bits, FLAG, SUMMARY, ", ".join(flagged))
+        return rows
+
+
+def open_book(stack: contextlib.ExitStack, job: Job, run: ScoreRun, settings: dict, resume: bool,
+              names: list[str], requested: list[str], empty: dict, info: dict) -> tuple[RunBook, list[str]]:
+    """Open (and lock until `stack` closes) the output directory, write its manifest and summary saying
+    which records are pending; returns the run's `RunBook` and the records still to score."""
+    manifest, todo = _open_run(stack, job.out, settings, resume, names, requested, job.formats, job.genome,
+                               job.read_size, run)
+    manifest["not_scored"] = empty
+    earlier = manifest.get("info", {})
+    manifest["info"] = {**earlier, **info, "max_bits_per_base": job.max_bits}
+    for key in ("tensor_parallel", "data_parallel"):  # a run's parallel sizes, once recorded, stay visible
+        if key in earlier and key not in info:
+            manifest["info"][key] = 1
+    book = RunBook(job.out, manifest, job.max_bits)
+    # from here on the directory says which records are pending until each one is finished
+    book.write()
+    return book, todo
 
 
 def _open_run(stack: contextlib.ExitStack, out: Path, settings: dict, resume: bool, names: list[str],

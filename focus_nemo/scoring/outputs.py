@@ -211,7 +211,23 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
+_RUN_FILES_FORBIDDEN: str | None = None  # why this process may not write manifest.json and summary.tsv
+
+
+def forbid_run_files(why: str) -> None:
+    """From now on this process may not write a run's ``manifest.json`` or ``summary.tsv`` (a worker or a rank
+    that scores records for a run whose coordinator writes them): one writer per file."""
+    global _RUN_FILES_FORBIDDEN
+    _RUN_FILES_FORBIDDEN = why
+
+
+def _check_run_file_writer(path: Path) -> None:
+    if _RUN_FILES_FORBIDDEN is not None:
+        raise ScoringError(f"{path}: not written by this process (pid {os.getpid()}): {_RUN_FILES_FORBIDDEN}")
+
+
 def write_manifest(out: Path, manifest: dict) -> None:
+    _check_run_file_writer(out / MANIFEST)
     manifest["checksum"] = manifest_checksum(manifest)
     with writing(out / MANIFEST, out, "manifest"):
         durable_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
@@ -256,6 +272,7 @@ def summary_rows(manifest: dict, max_bits: float) -> list[dict]:
 
 
 def write_summary(out: Path, manifest: dict, max_bits: float) -> list[dict]:
+    _check_run_file_writer(out / SUMMARY)
     rows = summary_rows(manifest, max_bits)
     lines = ["\t".join(SUMMARY_COLUMNS)] + ["\t".join(_fmt(r.get(c, "")) for c in SUMMARY_COLUMNS) for r in rows]
     with writing(out / SUMMARY, out, "summary"):
