@@ -34,6 +34,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
+from focus_nemo.evo2.attention import CAUSAL, Part, attention_parts
 from focus_nemo.evo2.ops import apply_rotary, causal_fir, modal_iir
 from focus_nemo.focus.config import FocusConfig
 from focus_nemo.focus.model import FocusCore
@@ -205,9 +206,25 @@ class MegatronBackbone:
 
     @torch.no_grad()
     def base_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        from focus_nemo.nemo.build import forward_logits
+        """The frozen base's full-context fp32 logits [B, L, V] (the distillation teacher).
 
-        return forward_logits(self.module, tokens, self._vocab)
+        The base's own layers, except that attention runs through the fused kernels of
+        `attention_parts` (one causal part) instead of Megatron's local ``DotProductAttention``, which
+        materialises [B x heads, L, L] scores and their fp32 softmax per layer (tens of GB at 16 kb).
+        Equal to `build.forward_logits` to rounding (tests/nemo/test_teacher_memory.py).
+        """
+        tokens = tokens.to(self.device)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.embed(tokens)
+        for i in self.block_ids():
+            h = self.pre_norm(i, x)
+            if self.is_attention(i):
+                q, k, v = self.qkv(i, h, positions)
+                x = x + self.attn_out(i, attention_parts(q, [Part(k, v, CAUSAL)]))
+            else:
+                x = x + self.mixer(i, h)[0]
+            x = self.mlp_residual(i, x)
+        return self.head(x)
 
     def make_focus_projections(self, i: int) -> nn.Module:
         return NemoFocusProjections(self.layers[i].self_attention)
