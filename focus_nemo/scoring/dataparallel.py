@@ -279,6 +279,7 @@ class _Workers:
         proc = self.procs[i]
         proc.join()
         how = f"worker {i} (pid {proc.pid}) died ({_exit_text(proc.exitcode)})"
+        _remove_temp_files(out, proc.pid)
         name = collector.in_flight().get(i)
         if name is None:
             raise WorkerFailed(f"{how} between records; {out} is incomplete ({SUMMARY} lists what is finished): "
@@ -312,6 +313,20 @@ class _Workers:
                 proc.kill()
             proc.join()
         collector.interrupt_all(f"not finished: {why}")
+
+
+def _remove_temp_files(out, pid: int) -> None:
+    """Delete the temporary files a dead worker `pid` of this machine left in `out` (`durable.temp_beside`)."""
+    from pathlib import Path
+
+    from focus_nemo.durable import writer_tag
+    from focus_nemo.scoring.outputs import TEMP_FILE
+
+    tag = "." + writer_tag().replace(f"{os.getpid()}@", f"{pid}@", 1) + "."
+    for p in Path(out).iterdir():
+        if TEMP_FILE.match(p.name) and tag in p.name:
+            with contextlib.suppress(OSError):
+                p.unlink()
 
 
 @contextlib.contextmanager
