@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import random_dna
 
-from focus_nemo.scoring import ScoringError, load_scoring_model, read_tsv, score_fasta
-from focus_nemo.scoring import dataparallel, fasta, outputs
+from focus_nemo.scoring import ScoringError, dataparallel, fasta, load_scoring_model, outputs, read_tsv, score_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "score_fasta.py"
@@ -259,3 +258,35 @@ def test_torchrun_two_groups_of_one_rank_equal_one_process(genome, single, tmp_p
     m = manifest(out)
     assert m["complete"] is True and m["info"]["data_parallel"] == 2 and "tensor_parallel" not in m["info"]
     assert log.read_text().count("5 record(s) scored") == 1  # rank 0 reports
+
+
+# --------------------------------------------------------------------------- the genome batch script
+def test_genome_script_scores_into_one_resumable_directory_as_one_rank_per_task(tmp_path):
+    from test_cluster import run_script
+
+    proc, srun = run_script("score_genome.sbatch", tmp_path, "--fasta", "/data/hg38.fa.gz", "--dtype", "bfloat16",
+                            SLURM_JOB_NUM_NODES="2", FOCUS_TP="2")
+    assert proc.returncode == 0, proc.stderr
+    i = srun.index("bash")
+    flags, (shell, script, arg0), command = srun[:i], srun[i + 1: i + 4], srun[i + 4:]
+    assert "--container-image=/images/focus.sqsh" in flags and "--kill-on-bad-exit=1" in flags
+    assert shell == "-c" and "RANK=${SLURM_PROCID}" in script and "WORLD_SIZE=${SLURM_NTASKS}" in script
+    assert "LOCAL_RANK=${SLURM_LOCALID}" in script and script.rstrip().endswith('exec "$@"')
+    assert command[:6] == ["score-fasta", "--out", "/runs/focus-test/scores", "--resume", "--threads", "12"]
+    assert command[6:8] == ["--tensor-parallel", "2"]
+    assert command[-4:] == ["--fasta", "/data/hg38.fa.gz", "--dtype", "bfloat16"]  # the caller's options last
+    assert (tmp_path / "runs" / "focus-test").is_dir()
+    # without FOCUS_TP: one single-device model per task, no --tensor-parallel
+    (tmp_path / "x").mkdir()
+    proc, srun = run_script("score_genome.sbatch", tmp_path / "x", "--fasta", "g.fa")
+    assert proc.returncode == 0 and "--tensor-parallel" not in srun and srun[-2:] == ["--fasta", "g.fa"]
+
+
+def test_genome_script_requeues_itself_near_the_time_limit(tmp_path):
+    from test_cluster import start_blocking
+
+    proc, log = start_blocking("score_genome.sbatch", tmp_path, SLURM_RESTART_COUNT="1")
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert (log / "scontrol").read_text().split() == ["requeue", "4242"] and "requeueing job 4242" in out

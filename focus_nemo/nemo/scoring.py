@@ -1,9 +1,11 @@
 """Tensor-parallel FOCUS model for whole-record scoring (`focus_nemo.scoring.score_fasta`).
 
 Run under ``torchrun --nproc_per_node N``: every rank builds NeMo's Megatron Hyena base with its TP shards
-(TP = N = world size), loads the base weights from the checkpoint (any format `focus_nemo.evo2.checkpoint`
-reads, NeMo 2 directories included), wraps it in `NemoFocusModel` and loads the adapter. The model
-streams like `FocusModel` (`init_state`, `forward_chunk`), its logits gathered over the ranks.
+(TP = N = world size; or a world of D x N ranks: D data-parallel groups of N consecutive ranks, each group
+one copy of the model, `focus_nemo.scoring.dataparallel`), loads the base weights from the checkpoint (any
+format `focus_nemo.evo2.checkpoint` reads, NeMo 2 directories included), wraps it in `NemoFocusModel` and
+loads the adapter. The model streams like `FocusModel` (`init_state`, `forward_chunk`), its logits gathered
+over the ranks of its group.
 
 Fingerprints: the returned model carries ``base_fingerprint``, `focus_nemo.scoring.tensor_fingerprint`
 of the checkpoint's Evo-2 state dict (in `Evo2Model` names, floating tensors cast to the scoring dtype:
@@ -46,16 +48,39 @@ def world_size_from_env() -> int:
 
 
 def check_world_size(tensor_parallel: int) -> None:
-    """Raise ScoringError unless this process is one of exactly `tensor_parallel` torchrun ranks."""
+    """Raise ScoringError unless this process is one of a multiple of `tensor_parallel` torchrun ranks (one
+    data-parallel group of `tensor_parallel` ranks per model copy)."""
     if tensor_parallel < 1:
         raise ScoringError(f"--tensor-parallel: must be >= 1, got {tensor_parallel}")
     world = world_size_from_env()
-    if world != tensor_parallel:
+    if world % tensor_parallel:
         how = ("this process was not started by torchrun (WORLD_SIZE is not set)" if "WORLD_SIZE" not in os.environ
                else f"torchrun started {world} process(es) (WORLD_SIZE={world})")
-        raise ScoringError(f"--tensor-parallel {tensor_parallel} needs exactly {tensor_parallel} processes, but "
-                           f"{how}; run: torchrun --nproc_per_node {tensor_parallel} recipes/score_fasta.py ... "
-                           f"--tensor-parallel {tensor_parallel}")
+        raise ScoringError(f"--tensor-parallel {tensor_parallel} needs {tensor_parallel} processes (or a multiple: "
+                           f"groups of {tensor_parallel} that score records side by side), but {how}; run: torchrun "
+                           f"--nproc_per_node {tensor_parallel} recipes/score_fasta.py ... --tensor-parallel "
+                           f"{tensor_parallel}")
+
+
+def init_groups(tensor_parallel: int, seed: int = 1234) -> None:
+    """Initialise torch.distributed and Megatron with TP = `tensor_parallel` when the world holds several
+    groups of that size (`focus_nemo.nemo.build.init_model_parallel`, which then keeps it, takes TP = world)."""
+    if world_size_from_env() == tensor_parallel:
+        return
+    from megatron.core import parallel_state
+    from megatron.core import tensor_parallel as mcore_tp
+
+    from focus_nemo.nemo import cpu_shims
+
+    cpu_shims.apply()
+    dist = torch.distributed
+    if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo", init_method="env://")
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=tensor_parallel)
+        mcore_tp.model_parallel_cuda_manual_seed(seed)
 
 
 def check_request(tensor_parallel: int, device: str | None, config: str = "") -> None:
@@ -133,6 +158,8 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
     from focus_nemo.nemo import build
     from focus_nemo.nemo.focus_model import NemoFocusModel
 
+    if tensor_parallel is not None:
+        init_groups(tensor_parallel)
     tp = build.init_model_parallel()
     if tensor_parallel is not None and tp != tensor_parallel:
         raise ScoringError(f"--tensor-parallel {tensor_parallel}: Megatron was initialised with TP={tp}")
@@ -164,6 +191,7 @@ def load_tp_scoring_model(checkpoint: str = "embedded", adapter: str | None = "e
         fm.load_adapter(embedded_adapter_dir() if adapter == "embedded" else adapter, cfg)
     fm.base_fingerprint = fingerprint
     fm.evo2_config = cfg
+    fm.tensor_parallel = tp  # ranks per model copy (focus_nemo.scoring.parallel.Layout)
     fm.eval()
     k, window = scoring_ratio(fm, adapter, k, window)
     set_scoring_horizon(fm, horizon, cfg, window)
@@ -194,6 +222,7 @@ def teardown() -> None:
 
 
 __all__ = [
-    "RANDOM_SEED", "base_fingerprint", "check_request", "check_world_size", "load_tp_scoring_model", "read_base",
+    "RANDOM_SEED", "base_fingerprint", "check_request", "check_world_size", "init_groups", "load_tp_scoring_model",
+    "read_base",
     "teardown", "tp_scoring_model", "world_size_from_env",
 ]

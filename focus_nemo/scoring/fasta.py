@@ -195,7 +195,7 @@ def _check_something_scored(run: ScoreRun, out: Path, allow_empty: bool, rank: i
         why = "; ".join(f"{r['record']}: {r.get('note') or 'nothing scored'}" for r in run.summary)
         nothing = (f"{out}: nothing was scored ({why or 'no records'}); the reasons are in {SUMMARY}. "
                    f"Pass allow_empty=True (--allow-empty) to accept a run that scores nothing")
-    nothing = parallel.from_rank0(nothing, world, group)
+    nothing = parallel.from_rank0(nothing, world) if group is None else parallel.from_rank0(nothing, world, group)
     if nothing is not None:
         raise ScoringError(nothing)
     return run
