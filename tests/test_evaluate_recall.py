@@ -98,6 +98,11 @@ def test_a_perfect_copier_retains_everything_and_a_short_reach_nothing_beyond_it
     assert math.isnan(rc["retained"]) and rc["status"].startswith("no reference")
     md = recall_summary_markdown(summ)
     assert "| full | - | exact | +" in md and "absent" in md and "†" in md
+    # Below a minimum reference, no ratio: a copy advantage near 0 has none worth dividing by.
+    strict = recall_summary(rows, [(m.name, m.k, m.max_len) for m in methods], dists, ("exact", "revcomp"),
+                            segment=seg, min_reference=10.0)
+    assert all(math.isnan(r["retained"]) for r in strict)
+    assert next(r for r in strict if r["trials"])["status"].endswith("below 10.0")
     assert "| truncation | - | exact |" in md and "d = 4 kb" in md
 
 
@@ -186,6 +191,7 @@ def test_recall_config_defaults_and_bad_settings_name_key_and_value(tmp_path):
                             ("recall.methods=[focus,beam]", r"recall\.methods: \['beam'\]"),
                             ("recall.ks=[0]", r"recall\.ks: \[0\]"),
                             ("recall.full_max_len=1", r"recall\.full_max_len: 1"),
+                            ("recall.min_reference=-0.1", r"recall\.min_reference: -0\.1"),
                             ("recall.source=chr9", r"recall\.source: 'chr9'")):
         with pytest.raises(ValueError, match=match):
             config_from_hydra(_compose(override))

@@ -37,6 +37,9 @@ class RecallSection:
     # Full context runs on windows (2 x segment + distance bases) up to this length, and is reported absent
     # beyond it; null: no limit. Other methods run at every distance.
     full_max_len: int | None = 32768
+    # Retained is reported where full context's copy advantage (the reference) is at least this (nats/base);
+    # a base that recalls gains ~1, and a ratio of two numbers near 0 says nothing
+    min_reference: float = 0.05
     source: str | None = None  # name of the source the trials are drawn from; null: the first of `sources`
     seed: int | None = None  # null: EvalConfig.seed
     segment: int = 256  # bases of the copied segment
@@ -75,6 +78,8 @@ class RecallSection:
                 raise ValueError(f"EvalConfig.recall.ks: {bad} are not ratios (integers >= 1)")
         if self.segment < 1:
             raise ValueError(f"EvalConfig.recall.segment: {self.segment} < 1")
+        if not self.min_reference >= 0:
+            raise ValueError(f"EvalConfig.recall.min_reference: {self.min_reference} < 0")
         if self.full_max_len is not None and self.full_max_len < 2:
             raise ValueError(f"EvalConfig.recall.full_max_len: {self.full_max_len} < 2 (or null for no limit)")
 

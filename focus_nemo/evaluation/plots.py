@@ -158,7 +158,7 @@ def recall_figure(summary: Sequence[dict], path: Path, control: str = "native") 
                            label=(f"full context runs up to d = {_dist(full_runs[-1])}"
                                   if row == 0 and c == len(variants) - 1 else None))
             if row and not any(np.isfinite(float(r["retained"])) for r in rows if r["variant"] == variant):
-                ax.text(0.5, 0.5, "undefined: full context shows no positive copy advantage",
+                ax.text(0.5, 0.5, "undefined: full context shows too small a copy advantage",
                         transform=ax.transAxes, ha="center", va="center", fontsize=9, color="gray")
             ax.set_xticks(dists, [_dist(d) for d in dists])
             if row:

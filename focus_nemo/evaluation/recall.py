@@ -273,7 +273,7 @@ RECALL_SUMMARY_COLUMNS = ("method", "k", "distance", "window", "attention_budget
 
 def recall_summary(rows: Sequence[dict], methods: Sequence[tuple[str, int | None, int | None]],
                    distances: Sequence[int], variants: Sequence[str] = VARIANTS, controls: Sequence[str] = CONTROLS,
-                   segment: int = SEGMENT) -> list[dict]:
+                   segment: int = SEGMENT, min_reference: float = 0.0) -> list[dict]:
     """Per (method, k, distance, variant, control): the copy advantage (mean, 95% bootstrap CI) and the
     fraction of full context's copy advantage it retains.
 
@@ -281,7 +281,8 @@ def recall_summary(rows: Sequence[dict], methods: Sequence[tuple[str, int | None
     mean(advantage) / mean(full's advantage) over the same trials at the same distance (paired bootstrap CI),
     or, where full context does not run (its max_len is below the window), over full's trials at the largest
     distance it runs (unpaired bootstrap; ``reference`` says which). Where the reference's copy advantage is
-    not positive the ratio is undefined (NaN, said in ``status``). A method absent at a distance has a row
+    not positive, or below `min_reference` nats/base (a model that recalls gains ~1; a ratio of two numbers
+    near 0 says nothing), the ratio is undefined (NaN, said in ``status``). A method absent at a distance has a row
     with 0 trials, NaN values and a ``status`` that says why.
     """
     if not any(name == "full" for name, _, _ in methods):
@@ -332,13 +333,14 @@ def recall_summary(rows: Sequence[dict], methods: Sequence[tuple[str, int | None
                         row["status"] = (f"no reference: full context runs at no distance (max length {full_max})")
                     else:
                         den = by_trial[("full", None, ref_d, v, c)]
-                        if den.mean() > 0:
+                        if den.mean() > 0 and den.mean() >= min_reference:
                             num = by_trial[key]
                             ret = float(num.mean() / den.mean())
                             lo, hi = _ratio_ci(num, den, paired=ref_d == d and len(num) == len(den), seed=d)
                         else:
                             row["status"] = (f"no reference: full context's copy advantage at d = {ref_d} is "
-                                             f"{den.mean():+.4f} (not positive)")
+                                             f"{den.mean():+.4f}, "
+                                             + ("not positive" if den.mean() <= 0 else f"below {min_reference}"))
                     row.update({"retained": ret, "retained_ci_low": lo, "retained_ci_high": hi})
                     out.append(row)
     return out
@@ -421,8 +423,8 @@ def recall_summary_markdown(summary: Sequence[dict], control: str = "native") ->
                 out += ["† relative to full context at the largest distance where it runs (see "
                         "recall_summary.csv, `reference`).", ""]
             if any(r["status"].startswith("no reference") for r in rows):
-                out += ["n/a: full context shows no positive copy advantage to compare with (`status` in "
-                        "recall_summary.csv).", ""]
+                out += ["n/a: full context's copy advantage is not positive or below the minimum for a ratio "
+                        "(`status` in recall_summary.csv).", ""]
     absent = sorted({(r["method"], r["status"]) for r in rows if int(r["trials"]) == 0})
     if absent:
         out += ["absent: " + "; ".join(f"{m} ({s.removeprefix('absent: ')})" for m, s in absent[:6]), ""]

@@ -101,7 +101,7 @@ def evaluate_recall(fm, cfg: EvalConfig, window: int, evaluation_methods: list[s
         rows = recall_probe_methods(methods, seq, rc.distances, rc.n_trials, seed, rc.variants, rc.controls,
                                     rc.segment, on_trial=lambda d, t: progress.update(task, advance=1, info=f"d={d}"))
     summary = recall_summary(rows, [(m.name, m.k, m.max_len) for m in methods], rc.distances, rc.variants,
-                             rc.controls, rc.segment)
+                             rc.controls, rc.segment, rc.min_reference)
     write_recall_csv(run / "recall.csv", rows, RECALL_COLUMNS)
     write_recall_csv(run / "recall_summary.csv", summary, RECALL_SUMMARY_COLUMNS)
     level2 = fm.config.level2
@@ -113,7 +113,7 @@ def evaluate_recall(fm, cfg: EvalConfig, window: int, evaluation_methods: list[s
             "",
             "Copy advantage = CE(control) - CE(repeat) over the final copy of the segment, nats/base. Retained = "
             "a method's copy advantage / full context's on the same trials (at the largest distance where full "
-            "context runs, where it does not).",
+            f"context runs, where it does not), where full context's is at least {rc.min_reference} nats/base.",
             ""]
     body = "\n".join(recall_summary_markdown(summary, c) for c in rc.controls)
     (run / "recall.md").write_text("\n".join(head) + "\n" + body)
@@ -123,5 +123,6 @@ def evaluate_recall(fm, cfg: EvalConfig, window: int, evaluation_methods: list[s
     (run / "recall_info.json").write_text(json.dumps(
         {"seconds": seconds, "heldout": where, "seed": seed, "window": window, "horizon": fm.config.horizon,
          "level2": level2, "methods": [m.label for m in methods], "trials": rc.n_trials,
+         "min_reference": rc.min_reference,
          "distances": list(rc.distances)}, indent=2))
     return summary
