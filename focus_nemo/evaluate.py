@@ -23,6 +23,10 @@ In every method the Hyena blocks read the whole sequence; only attention is rest
 are over sequences: mean, median, sample standard deviation and the 95% confidence interval of the
 mean, ``mean +- t(0.975, n - 1) * std / sqrt(n)`` (Student t).
 
+Recall (``recall.enabled``): the repeat-copy probe of `focus_nemo.evaluation.recall` for full context and every
+method above on the same trials, as copy advantage and the fraction of full context's retained
+(`focus_nemo.evaluation.recall_run`).
+
 `evaluate(cfg)` is what ``recipes/evaluate_focus.py`` calls; `fidelity` is the compact held-out check
 used during training. The pieces live in `focus_nemo.evaluation`: ``metrics``, ``statistics``, ``config``,
 ``sequences`` (sampling and one sequence), ``report`` (summaries, CSV, markdown), ``plots`` and ``run``.
