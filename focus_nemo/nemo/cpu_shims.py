@@ -208,6 +208,21 @@ def _install_megatron_shims() -> None:
         self.is_stub_optimizer = optimizer is None
 
     _patch(mcore_optimizer.FP32Optimizer, "__init__", fp32_optimizer_init_on_cpu)
+    # The mixed-precision optimizer (bf16/fp16 models with fp32 main params) allocates its loss scale and
+    # overflow flag with device='cuda' ("Torch not compiled with CUDA enabled" when it is built).
+    _patch(mcore_optimizer, "torch", _TorchWithCpuFactories())
+
+    # Float16OptimizerWithFloat16Params sorts the parameters by `param.type()` against the CUDA names only
+    # ("TypeError: Wrapped parameters must be one of torch.cuda.FloatTensor, ... Received
+    # torch.BFloat16Tensor"); while it is built, CPU tensors report the CUDA name of their dtype.
+    original_f16_init = mcore_optimizer.Float16OptimizerWithFloat16Params.__init__
+
+    @functools.wraps(original_f16_init)
+    def float16_optimizer_init_on_cpu(self, *args, **kwargs):
+        with _cuda_type_names():
+            original_f16_init(self, *args, **kwargs)
+
+    _patch(mcore_optimizer.Float16OptimizerWithFloat16Params, "__init__", float16_optimizer_init_on_cpu)
 
     # The pipeline schedules count tokens in `torch.zeros([], device="cuda")` ("Torch not compiled
     # with CUDA enabled" at the first training step); their module sees CPU factories instead.
@@ -240,6 +255,24 @@ def _install_megatron_shims() -> None:
         mp_random._CUDA_RNG_STATE_TRACKER, tracker_cls
     ):
         initialize_cpu_rng_tracker(force_reset=True)
+
+
+@contextlib.contextmanager
+def _cuda_type_names():
+    """`Tensor.type()` (no argument) of a CPU tensor returns the CUDA type name (torch.cuda.BFloat16Tensor)."""
+    original = torch.Tensor.type
+
+    def type_(self, *args, **kwargs):
+        name = original(self, *args, **kwargs)
+        if not args and not kwargs and isinstance(name, str) and self.device.type == "cpu":
+            return name.replace("torch.", "torch.cuda.", 1)
+        return name
+
+    torch.Tensor.type = type_
+    try:
+        yield
+    finally:
+        torch.Tensor.type = original
 
 
 def causal_conv1d_is_stub(hyena_utils) -> bool:
@@ -321,6 +354,32 @@ def apply_portable() -> None:
         remove()
         raise
     _PORTABLE = True
+
+
+def compile_medium_filter(enabled: bool) -> None:
+    """Whether NeMo's medium Hyena filter (`ExplicitSingleDecayFilter.filter`, wrapped in
+    ``torch.compile(mode="max-autotune")``) runs compiled (NeMo's own) or eagerly (`_plain_decay_filter`,
+    the same product). Eager is what the CPU shims install; on GPUs compiling happens per rank and per
+    sequence length. A process-wide setting; `remove` restores NeMo's own."""
+    from nemo.collections.llm.gpt.model.megatron.hyena import hyena_utils
+
+    cls = hyena_utils.ExplicitSingleDecayFilter
+    plain = cls.__dict__.get("filter") is _plain_decay_filter
+    if enabled and plain and not _APPLIED:
+        for n, (owner, name, original) in enumerate(_PATCHES):
+            if owner is cls and name == "filter":
+                setattr(cls, name, original)
+                del _PATCHES[n]
+                break
+    elif not enabled and not plain:
+        _patch(cls, "filter", _plain_decay_filter)
+
+
+def medium_filter_compiled() -> bool:
+    """Whether NeMo's medium Hyena filter currently runs through torch.compile."""
+    from nemo.collections.llm.gpt.model.megatron.hyena import hyena_utils
+
+    return hyena_utils.ExplicitSingleDecayFilter.__dict__.get("filter") is not _plain_decay_filter
 
 
 def portable_applied() -> bool:

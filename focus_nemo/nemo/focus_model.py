@@ -247,6 +247,13 @@ def rotary_angles(positions: torch.Tensor, inv_freq: torch.Tensor, interpolation
     return emb.cos().float(), emb.sin().float()
 
 
+def _master(p: torch.Tensor) -> torch.Tensor:
+    """`p`'s fp32 master copy where Megatron's mixed-precision optimizer keeps one (``main_param``), else `p`:
+    a bf16 model's adapter is saved with the updates its 16-bit copy rounds away."""
+    main = getattr(p, "main_param", None)
+    return p if main is None else main
+
+
 def _with_bias(out_with_bias) -> torch.Tensor:
     """out (+ bias) of a Megatron layer that returns (output, bias)."""
     out, bias = out_with_bias if isinstance(out_with_bias, tuple) else (out_with_bias, None)
@@ -336,8 +343,8 @@ class NemoFocusModel(FocusCore):
             grads: return the parameters' gradients (zeros where there is none) instead of their values.
         """
         def value(p: torch.Tensor) -> torch.Tensor:
-            if not grads:
-                return p.detach()
+            if not grads:  # a 16-bit model's fp32 master copy where Megatron's optimizer keeps one (D10)
+                return _master(p).detach()
             return p.grad.detach() if p.grad is not None else torch.zeros_like(p)
 
         D, H, hd = self.hidden_size, self.num_heads, self.head_dim
@@ -385,6 +392,8 @@ class NemoFocusModel(FocusCore):
                 raise ValueError(f"load_focus_state_dict: {name} has shape {tuple(t.shape)}, "
                                  f"expected {full_shapes[name]}")
             param.copy_(shard(t.to(param.device, param.dtype)))
+            if getattr(param, "main_param", None) is not None:  # the optimizer's fp32 master copy
+                param.main_param.copy_(shard(t.to(param.device, param.main_param.dtype)))
 
     def _full_shapes(self) -> dict[str, tuple[int, ...]]:
         D, Hhd = self.hidden_size, self.num_heads * self.head_dim

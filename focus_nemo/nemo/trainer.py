@@ -107,17 +107,12 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
     from nemo import lightning as nl
     from nemo.collections.common.tokenizers.bytelevel_tokenizers import ByteLevelTokenizer
 
-    from focus_nemo.nemo import cpu_shims
-
     t = cfg.trainer
     if t.pipeline_model_parallel_size != 1:
         raise ValueError("TrainerSection.pipeline_model_parallel_size: the FOCUS model runs the whole layer "
                          "stack on each rank (two streams per layer); use tensor and data parallelism")
     gpu = t.accelerator == "gpu"
-    if gpu:
-        cpu_shims.apply_portable()  # no Transformer Engine or causal_conv1d needed on the GPU either
-    else:
-        cpu_shims.apply()
+    apply_shims(t)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -182,6 +177,18 @@ def run_nemo_training(cfg) -> tuple[dict, FocusHyenaModel]:
     if torch.distributed.get_rank() == 0:
         (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics, model
+
+
+def apply_shims(t) -> None:
+    """The shims a run on `t.accelerator` needs (`focus_nemo.nemo.cpu_shims`), and on GPUs NeMo's medium
+    filter compiled or eager as ``trainer.compile_medium_filter`` says (CPUs run it eagerly)."""
+    from focus_nemo.nemo import cpu_shims
+
+    if t.accelerator == "gpu":
+        cpu_shims.apply_portable()  # no Transformer Engine or causal_conv1d needed on the GPU either
+        cpu_shims.compile_medium_filter(t.compile_medium_filter)
+    else:
+        cpu_shims.apply()
 
 
 def base_source(section) -> tuple[Evo2Config, str | None]:

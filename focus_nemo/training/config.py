@@ -55,6 +55,10 @@ class TrainerSection:
     max_steps: int = 300
     batch_size: int = 2
     grad_clip: float = 1.0
+    # nemo backend on GPUs: NeMo wraps its medium Hyena filter in torch.compile(mode="max-autotune"), compiled
+    # per rank and per sequence length (minutes, eight ranks at once) for an elementwise product of two
+    # tensors; false runs the same product eagerly. CPU runs never compile it.
+    compile_medium_filter: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -28,6 +28,7 @@ from focus_nemo.training.checkpoint import load_checkpoint, open_train_log, save
 from focus_nemo.training.config import TrainConfig
 from focus_nemo.training.data import load_base, train_sampler
 from focus_nemo.training.heldout import HeldOut
+from focus_nemo.training.optim import adamw_param_groups
 from focus_nemo.training.schedule import learning_rate, ratio_for_step
 
 # trainer.precision -> dtype of the forward computation on the single backend.
@@ -88,7 +89,9 @@ def train_single(cfg: TrainConfig) -> dict:
     base = load_base(cfg.model).to(device)
     fm = FocusModel(base, cfg.focus)
     params = fp32_adapter_(fm)
-    opt = torch.optim.AdamW(params, lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay)
+    # Weight decay as Megatron's optimizer applies it (the nemo backend): not on biases or 1-D parameters.
+    opt = torch.optim.AdamW(adamw_param_groups(fm.focus_parameters().items(), cfg.trainer.weight_decay),
+                            lr=cfg.trainer.lr)
     start, rng = load_checkpoint(fm, opt, run, cfg)
 
     data = TrainWindowDataset(train_sampler(cfg), cfg.trainer.batch_size, lowercase_weight=cfg.focus.lowercase_weight)
