@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from focus_nemo.evaluation.metrics import LABELS
-from focus_nemo.evaluation.recall import _dist
+from focus_nemo.evaluation.recall import distance_label
 from focus_nemo.evaluation.sequences import PROFILE_METRICS
 
 
@@ -155,12 +155,12 @@ def recall_figure(summary: Sequence[dict], path: Path, control: str = "native") 
             ax.axhline(1.0 if row else 0.0, color="gray", linewidth=0.8)
             if full_runs and full_runs[-1] < dists[-1]:
                 ax.axvline(full_runs[-1], color="black", linestyle=":", linewidth=0.8,
-                           label=(f"full context runs up to d = {_dist(full_runs[-1])}"
+                           label=(f"full context runs up to d = {distance_label(full_runs[-1])}"
                                   if row == 0 and c == len(variants) - 1 else None))
             if row and not any(np.isfinite(float(r["retained"])) for r in rows if r["variant"] == variant):
                 ax.text(0.5, 0.5, "undefined: full context shows too small a copy advantage",
                         transform=ax.transAxes, ha="center", va="center", fontsize=9, color="gray")
-            ax.set_xticks(dists, [_dist(d) for d in dists])
+            ax.set_xticks(dists, [distance_label(d) for d in dists])
             if row:
                 ax.set_xlabel("distance between the copies (bases)")
             ax.set_ylabel(label)

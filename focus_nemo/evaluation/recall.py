@@ -162,7 +162,7 @@ def recall_markdown(summary: Sequence[dict], control: str = "native") -> str:
     keys = sorted({(r.get("method", ""), r["variant"]) for r in rows},
                   key=lambda k: (k[0], VARIANTS.index(k[1])))
     has_method = any(k[0] for k in keys)
-    head = (["method"] if has_method else []) + ["copy"] + [f"d = {_dist(d)}" for d in dists]
+    head = (["method"] if has_method else []) + ["copy"] + [f"d = {distance_label(d)}" for d in dists]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     cell = {(r.get("method", ""), r["variant"], r["distance"]): r for r in rows}
     for m, v in keys:
@@ -174,7 +174,8 @@ def recall_markdown(summary: Sequence[dict], control: str = "native") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dist(d: int) -> str:
+def distance_label(d: int) -> str:
+    """A distance for tables and plots: 4 kb, 1 Mb, or the number of bases."""
     if d >= 1 << 20 and d % (1 << 20) == 0:
         return f"{d >> 20} Mb"
     if d >= 1024 and d % 1024 == 0:
@@ -394,7 +395,7 @@ def recall_summary_markdown(summary: Sequence[dict], control: str = "native") ->
     dists = sorted({int(r["distance"]) for r in rows})
     keys = list(dict.fromkeys((r["method"], r["k"], r["variant"]) for r in rows))
     cell = {(r["method"], r["k"], r["variant"], int(r["distance"])): r for r in rows}
-    head = ["method", "k", "copy"] + [f"d = {_dist(d)}" for d in dists]
+    head = ["method", "k", "copy"] + [f"d = {distance_label(d)}" for d in dists]
     out = []
     for title, field, digits in (("copy advantage, nats/base", "advantage", 3),
                                  ("fraction of full context's copy advantage retained", "retained", 2)):
