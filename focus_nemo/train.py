@@ -26,6 +26,19 @@ from focus_nemo.training.schedule import learning_rate, ratio_for_step
 from focus_nemo.training.single import check_precision
 
 
+def memory_report(cfg: TrainConfig) -> str:
+    """The per-device memory estimate of one training step of `cfg` (`focus_nemo.profiling.training_memory`),
+    as ``recipes/train_focus.py --dry-run`` prints it."""
+    from focus_nemo.profiling.training_memory import estimate_for_config, format_memory
+
+    t = cfg.trainer
+    ratios = cfg.focus.train_ratios or [cfg.focus.k]
+    title = (f"memory per device (estimate): {t.backend} backend, TP={t.tensor_model_parallel_size}, micro-batch "
+             f"{t.batch_size}, {cfg.data.sample_len} bases, k >= {min(ratios)}, precision {t.precision}, "
+             f"distillation {'on' if cfg.focus.distill_weight > 0 else 'off'}")
+    return format_memory(estimate_for_config(cfg), title)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train the adapter with the backend ``cfg.trainer.backend`` names; returns its metrics."""
     if cfg.trainer.backend == "nemo":
@@ -38,5 +51,5 @@ def train(cfg: TrainConfig) -> dict:
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "DataSection", "ModelSection", "ResumeError", "TrainConfig", "TrainerSection",
-           "check_precision", "config_from_hydra", "fidelity_table", "learning_rate", "ratio_for_step",
+           "check_precision", "config_from_hydra", "fidelity_table", "learning_rate", "memory_report", "ratio_for_step",
            "resolve_fasta", "train"]

@@ -86,13 +86,53 @@ def _worker_teacher(args) -> None:
     build.teardown()
 
 
+# (precision, seq_len, micro_batch): the estimate's shapes where blocks, not the vocabulary, dominate
+MEMORY_CASES = [("32", 1024, 1), ("bf16-mixed", 512, 2)]
+MEMORY_SHAPE = dict(hidden_size=256, ffn_hidden_size=512, num_heads=8, hcl_groups=256)
+MEMORY_K = 16
+
+
+def _worker_memory(args) -> None:
+    """Measured peak growth of one distillation step (forward, teacher, backward) at MEMORY_CASES."""
+    import gc
+
+    from focus_nemo.evo2 import Evo2Config
+    from focus_nemo.focus import FocusConfig
+    from focus_nemo.focus.loss import focus_loss
+    from focus_nemo.nemo import build, cpu_shims
+    from focus_nemo.nemo.focus_model import NemoFocusModel
+    from focus_nemo.profiling.training_memory import measure_step_peak
+
+    cpu_shims.apply()
+    cfg = Evo2Config.preset("tiny", pattern=PATTERN, **MEMORY_SHAPE)
+    build.init_model_parallel(seed=0)
+    out = {"tp": torch.distributed.get_world_size(), "peaks": {}}
+    for precision, length, batch in MEMORY_CASES:
+        dtype = torch.float32 if precision == "32" else torch.bfloat16
+        mcore = build.build_hyena_model(cfg, seq_length=4096)
+        fm = NemoFocusModel(mcore, FocusConfig(k=MEMORY_K, window=128, distill_weight=1.0),
+                            vocab_size=cfg.vocab_size).to(dtype)
+        raw = acgt_tokens(batch, length + 1, seed=9)
+        focus_loss(fm, raw)["loss"].backward()  # first-call caches (rotary tables, kernels) outside the measure
+        fm.zero_grad(set_to_none=True)
+        gc.collect()
+        out["peaks"][precision] = measure_step_peak(lambda: focus_loss(fm, raw)["loss"].backward())
+        out.setdefault("params", {})[precision] = (
+            sum(p.numel() * p.element_size() for p in fm.base.parameters()),
+            sum(p.numel() * p.element_size() for p in fm.parameters() if p.requires_grad))
+        del fm, mcore
+    if torch.distributed.get_rank() == 0:
+        torch.save(out, args.out)
+    build.teardown()
+
+
 def _main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["teacher"])
+    p.add_argument("mode", choices=["teacher", "memory"])
     p.add_argument("--evo2-weights", required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    {"teacher": _worker_teacher}[args.mode](args)
+    {"teacher": _worker_teacher, "memory": _worker_memory}[args.mode](args)
 
 
 # --------------------------------------------------------------------------- pytest side
@@ -113,6 +153,33 @@ def test_teacher_fused_attention_same_logits_no_square_tensor(tp, tmp_path):
     assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-5
     assert out["megatron_square"], "the probe must see Megatron's [B x heads, L, L] scores"
     assert out["teacher_square"] == [] and out["loss_square"] == []
+
+
+def check_estimate(out: dict, tp: int) -> None:
+    from focus_nemo.evo2 import Evo2Config
+    from focus_nemo.profiling.training_memory import estimate_training_memory
+
+    cfg = Evo2Config.preset("tiny", pattern=PATTERN, **MEMORY_SHAPE)
+    assert out["tp"] == tp
+    for precision, length, batch in MEMORY_CASES:
+        est = estimate_training_memory(cfg, seq_len=length, micro_batch=batch, tp=tp, precision=precision,
+                                       k=MEMORY_K, distill=True)
+        measured = out["peaks"][precision]
+        assert abs(est.step_peak - measured) <= 0.3 * measured, (precision, est.to_dict(), measured)
+        base, focus = out["params"][precision]
+        assert abs(est.base_parameters - base) <= 0.01 * base, (precision, est.base_parameters, base)
+        assert est.focus_parameters // (1 if precision == "32" else 3) == focus, (precision, est.focus_parameters, focus)
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_training_memory_estimate_matches_measured_peaks(tp, tmp_path):
+    """`estimate_training_memory` per rank against the measured peak growth of a distillation step (fp32 and
+    bf16, TP=1 and 2) within 30 %, and the parameter bytes per rank within 1 %."""
+    from conftest import require_nemo, run_worker
+
+    require_nemo()
+    run_worker(__file__, "memory", "--evo2-weights", "-", "--out", str(tmp_path / "out.pt"), nproc=tp, timeout=600)
+    check_estimate(torch.load(tmp_path / "out.pt", weights_only=True), tp)
 
 
 if __name__ == "__main__":
