@@ -184,6 +184,73 @@ def test_workers_option_is_checked_before_anything_is_written(genome, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def failing_model(bad: str):
+    """A worker's model whose calls fail while it scores record `bad` (the worker reads the FASTA itself)."""
+    fm, k, window = load_scoring_model(*MODEL)
+    real = fm.forward_chunk
+
+    def forward_chunk(tokens, state):
+        if fasta._score_record.current == bad:
+            raise RuntimeError("device lost")
+        return real(tokens, state)
+
+    fm.forward_chunk = forward_chunk
+    score_record = fasta._score_record
+
+    def tracking(genome, name, *args, **kwargs):
+        tracking.current = name
+        return score_record(genome, name, *args, **kwargs)
+
+    tracking.current = None
+    fasta._score_record = dataparallel._score_record = tracking
+    return fm, k, window
+
+
+def test_a_record_that_fails_in_a_worker_stops_the_run_naming_it(genome, tmp_path):
+    """An error while a worker scores a record: the run ends with one error naming the record, the worker and
+    the cause; the record is failed, the others finished or pending, and --resume finishes the run."""
+    out = tmp_path / "scores"
+    fm, k, window = load_scoring_model(*MODEL)
+    with pytest.raises(dataparallel.WorkerFailed, match=r"record 'chrC' failed on worker 1: RuntimeError: device"):
+        score_fasta(genome, out, fm, k=k, window=window, chunk_size=64, formats="both", progress=False, workers=2,
+                    model_factory=functools.partial(failing_model, "chrC"))
+    m = manifest(out)
+    rows = {r["record"]: r for r in read_tsv(out / "summary.tsv")}
+    assert m["complete"] is False and rows["chrC"]["status"] == "failed"
+    assert "RuntimeError: device lost" in rows["chrC"]["note"] and "chrC" not in m["records"]
+    assert all(rows[n]["status"] in ("scored", "pending") for n in rows if n != "chrC")
+    assert not list(out.glob(".*.tmp"))
+    run = score_fasta(genome, out, fm, k=k, window=window, chunk_size=64, formats="both", progress=False,
+                      workers=2, model_factory=functools.partial(load_scoring_model, *MODEL), resume=True)
+    assert "chrC" in run.scored and manifest(out)["complete"] is True
+
+
+def test_sigterm_to_the_coordinator_stops_the_workers_and_resume_finishes(genome, single, tmp_path):
+    """SIGTERM (a scheduler's stop) to the coordinator: the workers stop, the records they were scoring are
+    pending ("interrupted after ..."), no temporary file is left; --resume ends byte-identical."""
+    out, log = tmp_path / "out", tmp_path / "stopped.log"
+    proc = recipe("--fasta", str(genome), *TINY, "--out", str(out), "--workers", "2", log=log, wait=False)
+    try:
+        _wait_for(lambda: bool(list(out.glob(".chrA.npz.*.tmp"))), proc, log, "chrA being written")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 1 and "error: scoring stopped by SIGTERM" in text and "Traceback" not in text, text
+    m = manifest(out)
+    rows = {r["record"]: r for r in read_tsv(out / "summary.tsv")}
+    assert m["complete"] is False and rows["chrA"]["status"] == "pending"
+    assert "interrupted after" in rows["chrA"]["note"] and "failed" not in {r["status"] for r in rows.values()}
+    assert not list(out.glob(".*.tmp"))
+    log2 = tmp_path / "resumed.log"
+    assert recipe("--fasta", str(genome), *TINY, "--out", str(out), "--workers", "2", "--resume",
+                  log=log2).returncode == 0, log2.read_text()[-3000:]
+    assert outputs_of(out) == outputs_of(single) and checksums(out) == checksums(single)
+
+
 def _wait_for(cond, proc, log: Path, what: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -269,6 +336,7 @@ def test_genome_script_scores_into_one_resumable_directory_as_one_rank_per_task(
     assert proc.returncode == 0, proc.stderr
     i = srun.index("bash")
     flags, (shell, script, arg0), command = srun[:i], srun[i + 1: i + 4], srun[i + 4:]
+    assert arg0 == "rank"  # $0 of the task's shell
     assert "--container-image=/images/focus.sqsh" in flags and "--kill-on-bad-exit=1" in flags
     assert shell == "-c" and "RANK=${SLURM_PROCID}" in script and "WORLD_SIZE=${SLURM_NTASKS}" in script
     assert "LOCAL_RANK=${SLURM_LOCALID}" in script and script.rstrip().endswith('exec "$@"')
