@@ -60,6 +60,16 @@ other's directory; the tensor-parallel size is recorded with the device, not com
 rank 0 while preparing the directory is raised on every rank; a failure during scoring ends that
 rank's process, and ``torchrun`` then stops the others.
 
+Data parallel (`focus_nemo.scoring.dataparallel`): ``workers=N`` (``--workers``: processes on one machine,
+each with its own model built by ``model_factory``) or a torchrun world of several groups of
+tensor-parallel ranks (1 for a single-device model) scores the records side by side, assigned longest
+first to the least-loaded group; each group streams its records as one process does, so the files are
+byte-identical to a single process's. A record's files are written by its group's first rank; the
+manifest and summary by one process (the coordinator of the workers, global rank 0), from the groups'
+reports, through `fasta.RunBook`; the others are refused (`outputs.forbid_run_files`). A worker that dies
+stops the run with an error naming it and its record (``failed``); the other records in progress become
+``pending``.
+
 `score_variants` scores REF -> ALT changes: ``delta_ll = ll_alt - ll_ref``, where ``ll_ref`` is the sum of
 the scores of every scored position of the reference window ``[start - flank, end + flank)`` (clipped at
 the record's ends; ``end = start + len(REF)``) and ``ll_alt`` the same sum over the window with REF
@@ -89,7 +99,8 @@ same). The window's first base sits at model position 0, as in `score_fasta` at 
 
 Modules: ``stream`` (the log-likelihood stream), ``model`` (loading, fingerprints), ``outputs`` (writers,
 manifest, lock), ``tally`` (a record's figures and the bits-per-base check), ``fasta`` (`score_fasta`),
-``variants`` (`score_variants`), ``parallel`` (tensor-parallel ranks). This package re-exports their public names.
+``variants`` (`score_variants`), ``parallel`` (ranks and groups), ``dataparallel`` (workers and groups). This
+package re-exports their public names.
 """
 
 from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, ScoringInterrupted, run_report, score_fasta
