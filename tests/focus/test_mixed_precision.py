@@ -74,3 +74,23 @@ def test_fp32_and_bf16_mixed_are_accepted(tmp_path):
     assert check_precision(config(tmp_path, dtype="float32", precision="32")) == torch.float32
     assert check_precision(config(tmp_path, dtype="float32", precision="bf16-mixed")) == torch.bfloat16
     assert check_precision(config(tmp_path, dtype="bfloat16", precision="bf16-mixed")) == torch.bfloat16
+
+
+def test_weight_decay_skips_biases_and_1d_parameters_as_megatron(tmp_path):
+    """The single backend's AdamW decays the Focus matrices only, as Megatron's optimizer (nemo backend)
+    does: not the Focus embedding, not the output biases."""
+    cfg = config(tmp_path, dtype="float32", precision="32", weight_decay=0.1)
+    cfg.save_every = 1
+    cfg.trainer.max_steps = 1
+    train(cfg)
+    ck = tmp_path / "run" / "checkpoint"
+    state = torch.load(next(p for p in ck.iterdir() if p.is_dir()) / "trainer_state.pt", weights_only=True)
+    adapter = initial_adapter()
+    moments = state["optimizer"]["state"]
+    groups = {g["weight_decay"]: g["params"] for g in state["optimizer"]["param_groups"]}
+    assert set(groups) == {0.1, 0.0}
+    assert len(groups[0.0]) == sum(1 for n, t in adapter.items() if t.dim() == 1 or n.endswith(".bias"))
+    assert len(groups[0.1]) == sum(1 for n, t in adapter.items() if t.dim() > 1)
+    # the parameters' ranks, read from their Adam moments (the last block's Focus output has none: no gradient)
+    ranks = {wd: {moments[i]["exp_avg"].dim() for i in ids if i in moments} for wd, ids in groups.items()}
+    assert ranks == {0.0: {1}, 0.1: {2}}
