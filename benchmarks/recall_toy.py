@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--time-budget", type=float, default=3600)
     ap.add_argument("--distances", default="64,256,512")
+    ap.add_argument("--min-copy", type=int, default=24)
+    ap.add_argument("--max-copy", type=int, default=256)
+    ap.add_argument("--coverage", type=float, default=0.6)
     args = ap.parse_args()
 
     from focus_nemo.evaluation.recall import recall_markdown
@@ -62,8 +65,8 @@ def main() -> None:
         max_steps=args.steps, time_budget_s=args.time_budget, lr=args.lr, min_lr=args.lr / 10, warmup_steps=50,
         eval_windows=4, eval_len=1024, markov_order=0, threads=args.threads, out_dir=str(out),
         save_every=50, resume=False, lr_follows_time=False, decaying_poles=True,
-        repeats=RepeatConfig(fraction=1.0, coverage=0.6, min_len=24, max_len=256),
-        recall_watch_trials=8, recall_watch_distances=(64, 256), recall_trials=16, recall_distances=distances)
+        repeats=RepeatConfig(fraction=1.0, coverage=args.coverage, min_len=args.min_copy, max_len=args.max_copy),
+        recall_watch_trials=8, recall_watch_distances=(64, min(256, args.seq_len // 2)), recall_trials=16, recall_distances=distances)
     metrics = pretrain(cfg)
     table = recall_markdown(metrics["recall"])
     (out / "recall_toy.md").write_text(
