@@ -17,9 +17,10 @@ extra, torchrun) splits the model over N ranks (focus_nemo.nemo.scoring).
 Data parallel (focus_nemo.scoring.dataparallel): records are spread over groups, longest first, each group
 streaming its records as one process does (byte-identical files); one output directory whose manifest and
 summary one process writes. --workers N: N processes on this machine, each with its own model, sharing
---threads (total; split evenly, at least one each); this process coordinates. Under torchrun the world
-splits into groups of --tensor-parallel N ranks (1 without the option: a single-device model per rank, on
-its own GPU or the CPU); global rank 0 writes the manifest and summary, each group's first rank its records.
+--threads (total; split evenly, at least one each); this process coordinates and holds no model. Under
+torchrun the world splits into groups of --tensor-parallel N ranks (1 without the option: a single-device
+model per rank, on its own GPU or the CPU); global rank 0 writes the manifest and summary, each group's
+first rank its records.
 """
 
 import contextlib
@@ -60,10 +61,12 @@ def main(argv=None) -> None:
                 if distributed:  # torchrun, a single-device model per rank: data parallel only
                     device = parallel.init_data_parallel(a.device)
                     stack.callback(parallel.teardown_data_parallel)
-                fm, k, window = load_scoring_model(*model, device, config=a.config, horizon=a.horizon)
-                if a.workers > 1:
+                if a.workers > 1:  # each worker builds the model; this process coordinates
                     factory = functools.partial(load_scoring_model, *model, device, config=a.config,
                                                 horizon=a.horizon)
+                    fm, k, window = None, a.k, a.window
+                else:
+                    fm, k, window = load_scoring_model(*model, device, config=a.config, horizon=a.horizon)
             else:
                 from focus_nemo.nemo.scoring import tp_scoring_model
 

@@ -251,6 +251,19 @@ def test_sigterm_to_the_coordinator_stops_the_workers_and_resume_finishes(genome
     assert outputs_of(out) == outputs_of(single) and checksums(out) == checksums(single)
 
 
+def test_workers_whose_model_is_not_the_coordinators_are_refused_before_anything_is_written(genome, tmp_path):
+    from conftest import stressed_model
+
+    from focus_nemo.focus import FocusConfig, FocusModel
+
+    other = FocusModel(stressed_model(), FocusConfig(k=8, window=32)).eval()
+    with pytest.raises(dataparallel.WorkerFailed, match=r"worker \d could not start: .*not the coordinator's "
+                       r"\(.*model_fingerprint"):
+        score_fasta(genome, tmp_path / "out", other, k=8, window=32, chunk_size=64, progress=False, workers=2,
+                    model_factory=functools.partial(load_scoring_model, *MODEL))
+    assert not (tmp_path / "out").exists()
+
+
 def _wait_for(cond, proc, log: Path, what: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while not cond():

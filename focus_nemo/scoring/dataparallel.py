@@ -185,9 +185,9 @@ def _exit_text(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _worker_main(index: int, conn, job: Job, names: list[str], factory, settings: dict, threads: int,
-                 level: int) -> None:
-    """A worker process: build the model, check its settings against the coordinator's, score `names`."""
+def _worker_main(index: int, conn, job: Job, factory, settings: dict | None, threads: int, level: int) -> None:
+    """A worker process: build the model, report its settings (checked against the coordinator's when it has
+    them), then score the records the coordinator sends (``("records", names)``)."""
     logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s %(name)s [worker {index}]: %(message)s")
     logging.getLogger("focus_nemo").setLevel(max(level, logging.WARNING))
     forbid_run_files(f"worker {index} scores records; the coordinator writes the run's manifest and summary")
@@ -197,9 +197,12 @@ def _worker_main(index: int, conn, job: Job, names: list[str], factory, settings
         with _signals_raise(True):
             try:
                 made = factory()
-                fm = made[0] if isinstance(made, tuple) else made
+                fm, k, window = made if isinstance(made, tuple) else (made, None, None)
+                job.k = job.k if job.k is not None else k if k is not None else fm.config.k
+                job.window = job.window if job.window is not None else window if window is not None \
+                    else fm.config.window
                 ours = {**model_settings(fm, job.k, job.window), "formats": list(job.formats)}
-                diff = settings_diff(settings, ours)
+                diff = settings_diff(settings, ours) if settings is not None else []
                 if diff:
                     raise ScoringError(f"the worker's model is not the coordinator's ({'; '.join(diff)})")
                 if isinstance(job.genome, (str, os.PathLike)):
@@ -211,9 +214,14 @@ def _worker_main(index: int, conn, job: Job, names: list[str], factory, settings
             except Exception as e:  # noqa: BLE001 - reported to the coordinator, which raises it
                 conn.send(("error", f"{type(e).__name__}: {e}"))
                 raise
-            score_records(job, fm, names, conn.send)
+            conn.send(("ready", ours, str(next(fm.parameters()).device)))
+            order = conn.recv()
+            if order[0] == "records":
+                score_records(job, fm, order[1], conn.send)
     except ScoringInterrupted:
         code = 3
+    except (EOFError, OSError):  # the coordinator is gone
+        code = 2
     except BaseException:  # noqa: BLE001 - reported to the coordinator
         code = 1
     finally:
@@ -223,9 +231,11 @@ def _worker_main(index: int, conn, job: Job, names: list[str], factory, settings
 
 
 class _Workers:
-    """The worker processes of a run and the coordinator's end of their pipes."""
+    """The worker processes of a run and the coordinator's end of their pipes. They start at once (each builds
+    its model while the coordinator prepares the directory) and get their records once the directory is
+    open (`start`)."""
 
-    def __init__(self, plan: list[list[str]], job: Job, source, factory, settings: dict, threads: int) -> None:
+    def __init__(self, n: int, job: Job, source, factory, settings: dict | None, threads: int) -> None:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # a fresh interpreter: no inherited OpenMP pools, locks or CUDA state
@@ -233,16 +243,16 @@ class _Workers:
         worker_job = Job(source, job.out, job.k, job.window, job.formats, job.chunk_size, job.read_size,
                          job.max_bits)
         level = logging.getLogger("focus_nemo").getEffectiveLevel()
-        for i, names in enumerate(plan):
-            ours, theirs = ctx.Pipe(duplex=False)
+        for i in range(n):
+            ours, theirs = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, name=f"score-worker-{i}", daemon=True,
-                               args=(i, theirs, worker_job, names, factory, settings, threads, level))
+                               args=(i, theirs, worker_job, factory, settings, threads, level))
             self.procs[i], self.conns[i] = proc, ours
             proc.start()
             theirs.close()
         self.pids = {i: p.pid for i, p in self.procs.items()}
 
-    def _drain(self, i: int, collector: Collector) -> None:
+    def _messages(self, i: int):
         conn = self.conns[i]
         while True:
             try:
@@ -251,7 +261,32 @@ class _Workers:
                 msg = conn.recv()
             except (EOFError, OSError):
                 return
-            collector.handle(i, msg)
+            yield msg
+
+    def ready(self, out) -> list[tuple[dict, str]]:
+        """(settings, device) of every worker once each has built its model; a worker that could not, or
+        died, raises WorkerFailed."""
+        from multiprocessing.connection import wait
+
+        got: dict[int, tuple[dict, str]] = {}
+        while len(got) < len(self.procs):
+            left = [i for i in self.procs if i not in got]
+            wait([self.conns[i] for i in left] + [self.procs[i].sentinel for i in left], timeout=1.0)
+            for i in left:
+                for msg in self._messages(i):
+                    if msg[0] == "error":
+                        raise WorkerFailed(f"worker {i} could not start: {msg[1]}")
+                    got[i] = (msg[1], msg[2])
+                if i not in got and not self.procs[i].is_alive():
+                    self.procs[i].join()
+                    raise WorkerFailed(f"worker {i} (pid {self.procs[i].pid}) died "
+                                       f"({_exit_text(self.procs[i].exitcode)}) while starting; nothing in {out} "
+                                       f"was scored by it")
+        return [got[i] for i in sorted(got)]
+
+    def start(self, plan: list[list[str]]) -> None:
+        for i, names in enumerate(plan):
+            self.conns[i].send(("records", names))
 
     def run(self, collector: Collector, out) -> None:
         """Enter every report until each worker has ended; a failure or a dead worker raises WorkerFailed."""
@@ -261,7 +296,8 @@ class _Workers:
         while live:
             wait([self.conns[i] for i in live] + [self.procs[i].sentinel for i in live], timeout=1.0)
             for i in sorted(live):
-                self._drain(i, collector)
+                for msg in self._messages(i):
+                    collector.handle(i, msg)
                 if collector.failures:
                     raise WorkerFailed(f"{collector.failures[0]}; {out} is incomplete ({SUMMARY} lists what is "
                                        f"finished): fix the cause, then rerun with --resume")
@@ -269,7 +305,8 @@ class _Workers:
                     self.procs[i].join()
                     live.discard(i)
                 elif not self.procs[i].is_alive():
-                    self._drain(i, collector)
+                    for msg in self._messages(i):
+                        collector.handle(i, msg)
                     if i in collector.ended:
                         live.discard(i)
                         continue
@@ -289,7 +326,7 @@ class _Workers:
         raise WorkerFailed(f"{how} while scoring record {name!r}; {out} is incomplete ({SUMMARY} lists what is "
                            f"finished): rerun with --resume")
 
-    def stop(self, collector: Collector, why: str) -> None:
+    def stop(self, collector: Collector | None, why: str) -> None:
         """Stop every live worker (SIGTERM: it records where it was), keep what they report meanwhile, kill
         those still alive after `STOP_GRACE_S`; records still in progress become pending."""
         from multiprocessing.connection import wait
@@ -303,16 +340,21 @@ class _Workers:
             wait([self.conns[i] for i in live] + [self.procs[i].sentinel for i in live], timeout=0.5)
             for i in sorted(live):
                 with contextlib.suppress(Exception):
-                    self._drain(i, collector)
+                    for msg in self._messages(i):
+                        if collector is not None:
+                            collector.handle(i, msg)
                 if not self.procs[i].is_alive():
                     with contextlib.suppress(Exception):
-                        self._drain(i, collector)
+                        for msg in self._messages(i):
+                            if collector is not None:
+                                collector.handle(i, msg)
                     live.discard(i)
         for proc in self.procs.values():
             if proc.is_alive():
                 proc.kill()
             proc.join()
-        collector.interrupt_all(f"not finished: {why}")
+        if collector is not None:
+            collector.interrupt_all(f"not finished: {why}")
 
 
 def _remove_temp_files(out, pid: int) -> None:
@@ -346,31 +388,45 @@ def _signals_ignored():
 
 def score_with_workers(job: Job, run: ScoreRun, opened: tuple, workers: int, factory, threads: int | None,
                        progress: bool) -> ScoreRun:
-    """`score_fasta` with ``workers`` processes (see the module docstring); this process coordinates."""
+    """`score_fasta` with ``workers`` processes (see the module docstring); this process coordinates. The
+    workers start first and build their models while nothing is written; the directory is opened with the
+    settings they report (which must agree with each other, and with this process's model when it has one)."""
     settings, resume, names, requested, empty, info = opened
     each = worker_threads(threads, workers)
-    info = {**info, "workers": workers, "threads_per_worker": each}
     try:
         pickle.dumps(factory)
     except Exception as e:  # noqa: BLE001 - any pickling failure
         raise ValueError(f"model_factory: must be picklable to reach the worker processes ({e})") from None
-    with contextlib.ExitStack() as stack:
-        book, todo = open_book(stack, job, run, settings, resume, names, requested, empty, info)
-        plan = [p for p in assign({n: job.genome.length(n) for n in todo}, workers) if p]
-        with progress_bar(progress) as bar:
-            collector = Collector(book, job.genome, run, bar, sum(job.genome.length(n) for n in todo), "worker")
-            if plan:
-                source = job.source if isinstance(job.source, (str, os.PathLike)) else job.genome
-                pool = _Workers(plan, job, source, factory, settings, each)
-                logger.info("%s: %d record(s) over %d worker(s) (pids %s), %d thread(s) each", job.out, len(todo),
-                            len(plan), ", ".join(str(p) for p in pool.pids.values()), each)
-                try:
-                    with _signals_raise(True):
-                        pool.run(collector, job.out)
-                except BaseException as e:
-                    with _signals_ignored():
-                        pool.stop(collector, f"the run stopped ({type(e).__name__}: {e})")
-                    raise
+    n = max(1, min(workers, len(names)))
+    info = {**info, "workers": n, "threads_per_worker": each}
+    source = job.source if isinstance(job.source, (str, os.PathLike)) else job.genome
+    if not resume and job.out.is_dir() and any(job.out.iterdir()):  # before any worker starts
+        raise ScoringError(f"{job.out}: output directory exists and is not empty; pass resume=True (--resume) "
+                           f"to continue a run there, or choose a new directory")
+    pool = _Workers(n, job, source, factory, settings, each)
+    collector = None
+    with contextlib.ExitStack() as stack, progress_bar(progress) as bar:
+        try:
+            with _signals_raise(True):
+                ready = pool.ready(job.out)
+            first = ready[0][0] if settings is None else settings
+            for i, (theirs, _) in enumerate(ready):
+                diff = settings_diff(first, theirs)
+                if diff:
+                    raise ScoringError(f"worker {i}'s model differs from worker 0's ({'; '.join(diff)})")
+            info.setdefault("device", ready[0][1])
+            book, todo = open_book(stack, job, run, first, resume, names, requested, empty, info)
+            plan = assign({name: job.genome.length(name) for name in todo}, n)
+            collector = Collector(book, job.genome, run, bar, sum(job.genome.length(x) for x in todo), "worker")
+            logger.info("%s: %d record(s) over %d worker(s) (pids %s), %d thread(s) each", job.out, len(todo), n,
+                        ", ".join(str(p) for p in pool.pids.values()), each)
+            with _signals_raise(True):
+                pool.start(plan)
+                pool.run(collector, job.out)
+        except BaseException as e:
+            with _signals_ignored():
+                pool.stop(collector, f"the run stopped ({type(e).__name__}: {e})")
+            raise
         run.summary = book.complete()
     return run
 

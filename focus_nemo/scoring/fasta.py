@@ -76,7 +76,8 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     Args:
         fasta: a path (plain, gzip or bgzip FASTA; see `focus_nemo.data.open_genome`) or an open Genome.
         out_dir: output directory (contents in the module docstring).
-        fm: a FocusModel (see `load_scoring_model`) or, tensor parallel, a NemoFocusModel.
+        fm: a FocusModel (see `load_scoring_model`) or, tensor parallel, a NemoFocusModel; None with
+            ``workers > 1`` (the workers build their own).
         records: record names or ``chr`` aliases to score, in this order; None: every non-empty record.
         k, window: FOCUS ratio and window (default: the model's FocusConfig).
         formats: ``npz``, ``bedgraph``, ``both`` or a list.
@@ -92,9 +93,11 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             average more bits than this are flagged (default 2: a uniform guess over A/C/G/T).
         workers: processes that score records side by side on this machine (data parallel,
             `focus_nemo.scoring.dataparallel`); above 1 this process only coordinates (it writes the manifest
-            and summary) and `fm` serves for the settings alone.
+            and summary): `fm` may be None (the workers report their model's settings, which must agree) or
+            a model whose settings the workers' must equal.
         model_factory: with ``workers > 1``, a picklable callable that builds the model in each worker
-            (returns a model or ``(model, k, window)`` like `load_scoring_model`); its settings must equal `fm`'s.
+            (returns a model or ``(model, k, window)`` like `load_scoring_model`; `k` and `window` given here
+            win over the returned ones).
         threads: with ``workers > 1``, CPU threads of all workers together, split evenly (at least one each;
             None: torch's default here).
 
@@ -105,7 +108,9 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     """
     from focus_nemo.data import open_genome
 
-    where = parallel.layout(fm)
+    if fm is None and workers <= 1:
+        raise ValueError("fm: a model is needed unless workers > 1 build their own (model_factory)")
+    where = parallel.layout(fm) if fm is not None else parallel.Layout(*parallel.rank_world())
     rank, world = where.rank, where.world
     # every option is checked before anything is written
     if not isinstance(workers, int) or workers < 1:
@@ -121,9 +126,12 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     max_bits = check_max_bits(max_bits_per_base)
     formats = parse_formats(formats)
     genome = open_genome(fasta) if isinstance(fasta, (str, os.PathLike)) else fasta
-    k = fm.config.k if k is None else k
-    window = fm.config.window if window is None else window
-    settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
+    if fm is not None:
+        k = fm.config.k if k is None else k
+        window = fm.config.window if window is None else window
+        settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
+    else:  # the workers build the model and report its settings
+        settings = None
     requested = list(dict.fromkeys(genome.resolve(n) for n in (genome.names if records is None else records)))
     names = genome.records(records)  # empty records left out (FastaWarning) or an error, per the FASTA policy
     empty = {n: not_scored_row(n, "skipped", "empty record (a header with no sequence)")
@@ -135,7 +143,9 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     if workers > 1 or where.groups > 1:
         from focus_nemo.scoring import dataparallel
 
-        extra = {**(info or {}), "chunk_size": chunk_size, "device": str(next(fm.parameters()).device)}
+        extra = {**(info or {}), "chunk_size": chunk_size}
+        if fm is not None:
+            extra["device"] = str(next(fm.parameters()).device)
         opened = (settings, resume, names, requested, empty, extra)
         if workers > 1:
             run = dataparallel.score_with_workers(job, run, opened, workers, model_factory, threads, progress)
