@@ -371,3 +371,30 @@ def test_genome_script_requeues_itself_near_the_time_limit(tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert (log / "scontrol").read_text().split() == ["requeue", "4242"] and "requeueing job 4242" in out
+
+
+def test_sigterm_to_one_worker_stops_the_run_with_its_record_pending(genome, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    proc = recipe("--fasta", str(genome), *TINY, "--out", str(out), "--workers", "2", log=log, wait=False)
+    try:
+        pids: list[int] = []
+
+        def worker1_on_chrC() -> bool:
+            found = re.search(r"worker\(s\) \(pids (\d+), (\d+)\)", log.read_text())
+            if found and not pids:
+                pids.extend(int(p) for p in found.groups())
+            return bool(pids) and bool(list(out.glob(".chrC.npz.*.tmp")))
+
+        _wait_for(worker1_on_chrC, proc, log, "worker 1 scoring chrC")
+        os.kill(pids[1], signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 1 and "Traceback" not in text, text[-3000:]
+    assert "error: worker 1 was stopped by a signal while scoring record 'chrC' (interrupted after" in text
+    rows = {r["record"]: r for r in read_tsv(out / "summary.tsv")}
+    assert rows["chrC"]["status"] == "pending" and manifest(out)["complete"] is False
+    assert not list(out.glob(".*.tmp"))

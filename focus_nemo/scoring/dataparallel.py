@@ -127,6 +127,7 @@ class Collector:
         self.current: dict[int, list] = {}  # group -> [record, bases reported]
         self.ended: set[int] = set()
         self.failures: list[str] = []  # records that failed or errors outside a record, in words
+        self.interrupted: list[str] = []  # records a group stopped on a signal of its own, in words
         self.lock = threading.RLock()
 
     def handle(self, group: int, msg: tuple) -> None:
@@ -152,6 +153,9 @@ class Collector:
                 self.current[group] = None
                 if why["status"] == "failed":
                     self.failures.append(f"record {name!r} failed on {self.label} {group}: {why['note']}")
+                else:
+                    self.interrupted.append(f"{self.label} {group} was stopped by a signal while scoring record "
+                                            f"{name!r} ({why['note']})")
             elif kind == "error":
                 self.failures.append(f"{self.label} {group} could not start: {msg[1]}")
             elif kind == "end":
@@ -301,6 +305,9 @@ class _Workers:
                 if collector.failures:
                     raise WorkerFailed(f"{collector.failures[0]}; {out} is incomplete ({SUMMARY} lists what is "
                                        f"finished): fix the cause, then rerun with --resume")
+                if collector.interrupted:
+                    raise ScoringInterrupted(f"{collector.interrupted[0]}; the run is incomplete ({SUMMARY} lists "
+                                             f"the pending records): rerun with --resume to finish it")
                 if i in collector.ended:
                     self.procs[i].join()
                     live.discard(i)
