@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
-.PHONY: install test test-slow test-all test-gpu demo lint lint-docker clean
+.PHONY: install test test-slow test-all test-gpu test-nemo-compat demo lint lint-docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,6 +29,24 @@ test-all: $(STAMP)
 test-gpu: $(STAMP)
 	$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu: no CUDA device visible (torch.cuda.is_available() is False)')"
 	$(BIN)/python -m pytest tests/gpu -q -rs
+
+# tests/nemo (not slow) against another NeMo / Megatron Core: those releases are installed without their
+# dependencies into $(VENV)/nemo-compat and put ahead of the main environment on PYTHONPATH, so torch
+# (2.13.0) and everything else stay the main environment's. COMPAT_MCORE empty keeps the main Megatron Core.
+# nemo_toolkit 2.6.0rc0 / 2.6.0 with megatron-core 0.14.0rc2 / 0.14.0 (the NGC image's pair, as published)
+# do not import NeMo's Hyena model (megatron.core.process_groups_config has no ProcessGroupCollection
+# before 0.15); see README "Tests".
+COMPAT_NEMO ?= 2.6.0
+COMPAT_MCORE ?=
+COMPAT := $(VENV)/nemo-compat
+test-nemo-compat: $(STAMP)
+	rm -rf $(COMPAT)
+	$(BIN)/pip install -q --no-deps --target $(COMPAT) nemo_toolkit==$(COMPAT_NEMO) \
+		$(if $(COMPAT_MCORE),megatron-core==$(COMPAT_MCORE))
+	rm -rf $(COMPAT)/examples $(COMPAT)/scripts $(COMPAT)/tests
+	PYTHONPATH=$(COMPAT) $(BIN)/python -c "from importlib.metadata import version as v; \
+		print('nemo_toolkit', v('nemo_toolkit'), 'megatron-core', v('megatron-core'), 'torch', v('torch'))"
+	PYTHONPATH=$(COMPAT) $(BIN)/python -m pytest tests/nemo -m "not slow" -q
 
 # Train an adapter on the embedded model (held-out check before and after), then evaluate it on held-out
 # chr20 against full context, truncation and the equal-budget sliding window: the README's table.
