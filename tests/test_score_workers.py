@@ -340,6 +340,43 @@ def test_torchrun_two_groups_of_one_rank_equal_one_process(genome, single, tmp_p
     assert log.read_text().count("5 record(s) scored") == 1  # rank 0 reports
 
 
+FAIL_ON_RANK1 = """
+import os
+if os.environ.get("RANK") == "1":
+    from focus_nemo.scoring import dataparallel
+
+    real = dataparallel._score_record
+
+    def failing(genome, name, *args, **kwargs):
+        if name == os.environ["FAIL_RECORD"]:
+            raise RuntimeError("device lost on rank 1")
+        return real(genome, name, *args, **kwargs)
+
+    dataparallel._score_record = failing
+"""
+
+
+def test_torchrun_a_record_failing_on_another_group_is_named_by_rank_0(genome, tmp_path):
+    """Under torchrun, a record that fails on group 1 is reported to rank 0 before rank 1 exits: the
+    summary has it failed and rank 0's error names it; the directory says the run is incomplete."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAIL_ON_RANK1)
+    out, log = tmp_path / "scores", tmp_path / "torchrun.log"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    with open(log, "wb") as fh:
+        proc = subprocess.run([*launcher, str(RECIPE), "--fasta", str(genome), *TINY, "--out", str(out),
+                               "--no-progress"], env={**env(), "PYTHONPATH": f"{hook}{os.pathsep}{ROOT}",
+                                                      "FAIL_RECORD": "chrC"},
+                              stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, timeout=300)
+    text = log.read_text()
+    assert proc.returncode != 0
+    assert "error: record 'chrC' failed on group 1: RuntimeError: device lost on rank 1" in text, text[-4000:]
+    rows = {r["record"]: r for r in read_tsv(out / "summary.tsv")}
+    assert rows["chrC"]["status"] == "failed" and "device lost" in rows["chrC"]["note"]
+    assert manifest(out)["complete"] is False
+
+
 # --------------------------------------------------------------------------- the genome batch script
 def test_genome_script_scores_into_one_resumable_directory_as_one_rank_per_task(tmp_path):
     from test_cluster import run_script
