@@ -51,5 +51,5 @@ def train(cfg: TrainConfig) -> dict:
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "DataSection", "ModelSection", "ResumeError", "TrainConfig", "TrainerSection",
-           "check_precision", "config_from_hydra", "fidelity_table", "learning_rate", "memory_report", "ratio_for_step",
-           "resolve_fasta", "train"]
+           "check_precision", "config_from_hydra", "fidelity_table", "learning_rate", "memory_report",
+           "ratio_for_step", "resolve_fasta", "train"]

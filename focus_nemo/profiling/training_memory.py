@@ -76,13 +76,13 @@ def parameter_counts(evo2, tp: int = 1) -> tuple[int, int]:
     from focus_nemo.focus import FocusConfig, FocusModel
 
     with torch.device("meta"):
-        fm = FocusModel(Evo2Model(evo2), FocusConfig(k=max(1, 2), window=4))
+        fm = FocusModel(Evo2Model(evo2), FocusConfig(k=2, window=4))
     base = 0
     for name, p in fm.base.named_parameters():
         replicated = "norm" in name or name.endswith("out_proj.bias")
         base += p.numel() if replicated else -(-p.numel() // tp)
     focus = 0
-    for name, p in fm.focus_parameters().items():
+    for p in fm.focus_parameters().values():
         replicated = p.dim() == 1  # the Focus embedding and output biases
         focus += p.numel() if replicated else p.numel() // tp
     return base, focus
