@@ -2,10 +2,12 @@
 
 Two ways to get the groups, one set of rules:
 
-* ``workers`` (`score_with_workers`, ``--workers N``): N processes on this machine, each with its own copy
-  of the model (built by a picklable ``model_factory``). The process that calls `score_fasta` only
-  coordinates: it opens and locks the directory, writes ``manifest.json`` and ``summary.tsv`` and waits
-  for the workers' reports over one pipe per worker.
+* ``workers`` (`score_with_workers`, ``--workers N``): N processes on this machine (started with
+  ``spawn``), each with its own copy of the model built by a picklable ``model_factory``. The process that
+  calls `score_fasta` only coordinates (the recipe gives it no model): the workers start at once and
+  report their model's settings, which must agree; it then opens and locks the directory with them,
+  sends each worker its records, writes ``manifest.json`` and ``summary.tsv`` and waits for the workers'
+  reports over one pipe per worker. Each worker runs ``threads // N`` CPU threads (at least one).
 * ``torchrun`` (`score_in_groups`): the world splits into groups of ``tp`` ranks (`parallel.Layout`;
   ``tp`` = 1 for a single-device model, the tensor-parallel size of a NeMo model otherwise). Global rank 0
   coordinates as well as scoring its group's records; the other groups' first ranks report to it over a
@@ -23,8 +25,11 @@ decides what is finished from the manifest and the checksummed files.
 A worker that dies (``kill -9``, out of memory) stops the job: the coordinator marks the record it was
 scoring ``failed`` (naming the worker and the signal), stops the other workers (their records in progress
 become ``pending``; records they finish meanwhile are kept), leaves ``complete: false`` and raises an error
-naming the record. Under torchrun a rank that fails reports its record before it exits; ``torchrun`` then
-stops the others, and rank 0 records the records in progress as pending.
+naming the record; the dead worker's temporary files are removed. A worker stopped by a signal of its own
+stops the run the same way, its record ``pending``. SIGTERM or SIGINT to the coordinator stops every worker
+(records in progress ``pending``, "interrupted after ... bases"). Under torchrun a rank whose record fails
+reports it before it exits; ``torchrun`` then stops the others, and rank 0 records the records in progress
+as pending and names the failed one.
 """
 
 from __future__ import annotations
