@@ -71,6 +71,7 @@ def initial_adapter(base_dir: Path) -> dict[str, torch.Tensor]:
     return {n: p.detach().float().clone() for n, p in fm.focus_parameters().items()}
 
 
+@pytest.mark.slow  # ~2.5 min on two cores
 def test_bf16_nemo_step_tp2_matches_single_backend(tmp_path):
     """The bf16 NeMo step (TP=2) and the single-backend bf16-mixed step move the adapter alike: the same
     decoupled weight decay on the same tensors (none on the 1-D Focus embedding and biases, as Megatron's

@@ -172,6 +172,7 @@ def check_estimate(out: dict, tp: int) -> None:
         assert est.focus_parameters // masters == focus, (precision, est.focus_parameters, focus)
 
 
+@pytest.mark.slow  # ~1.5 min per TP size on two cores
 @pytest.mark.parametrize("tp", [1, 2])
 def test_training_memory_estimate_matches_measured_peaks(tp, tmp_path):
     """`estimate_training_memory` per rank against the measured peak growth of a distillation step (fp32 and
