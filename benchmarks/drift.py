@@ -85,8 +85,8 @@ def main() -> None:
             "rows": rows}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2))
     lines = [f"# Drift: {args.mb} x {args.mb_size:,} bases of {args.record} from {args.start:,}",
-             "", f"Model {args.checkpoint}, adapter {args.adapter} (k = {k}, W = {window}, horizon {fm.config.horizon}); "
-             f"{info['seconds']} s on {args.threads} thread(s).", "",
+             "", f"Model {args.checkpoint}, adapter {args.adapter} (k = {k}, W = {window}, "
+             f"horizon {fm.config.horizon}); {info['seconds']} s on {args.threads} thread(s).", "",
              "| Mb | continuous bits/base | fresh stream bits/base | difference |", "|---|---|---|---|"]
     lines += [f"| {r['mb']} | {r['continuous_bits']:.4f} | {r['fresh_bits']:.4f} | {r['difference']:+.4f} |"
               for r in rows]

@@ -66,7 +66,8 @@ def main() -> None:
         eval_windows=4, eval_len=1024, markov_order=0, threads=args.threads, out_dir=str(out),
         save_every=50, resume=False, lr_follows_time=False, decaying_poles=True,
         repeats=RepeatConfig(fraction=1.0, coverage=args.coverage, min_len=args.min_copy, max_len=args.max_copy),
-        recall_watch_trials=8, recall_watch_distances=(64, min(256, args.seq_len // 2)), recall_trials=16, recall_distances=distances)
+        recall_watch_trials=8, recall_watch_distances=(64, min(256, args.seq_len // 2)), recall_trials=16,
+        recall_distances=distances)
     metrics = pretrain(cfg)
     table = recall_markdown(metrics["recall"])
     (out / "recall_toy.md").write_text(

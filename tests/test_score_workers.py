@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 from conftest import random_dna
 
-from focus_nemo.scoring import ScoringError, dataparallel, fasta, load_scoring_model, outputs, read_tsv, score_fasta
+from focus_nemo.scoring import (
+    ScoringError,
+    dataparallel,
+    fasta,
+    load_scoring_model,
+    outputs,
+    read_tsv,
+    records,
+    score_fasta,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "score_fasta.py"
@@ -78,10 +87,10 @@ def _traced(log: Path, fn):
 
 
 def trace_writes(log: Path, patch=None) -> None:
-    """Log (pid, file) of every output file this process publishes: record files (`fasta.publish`) and the
+    """Log (pid, file) of every output file this process publishes: record files (`records.publish`) and the
     manifest and summary (`outputs.durable_write_bytes`)."""
     patch = patch or (lambda obj, name, value: setattr(obj, name, value))
-    patch(fasta, "publish", _traced(log, fasta.publish))
+    patch(records, "publish", _traced(log, records.publish))
     patch(outputs, "durable_write_bytes", _traced(log, outputs.durable_write_bytes))
 
 
@@ -168,7 +177,7 @@ def test_only_the_coordinator_writes_the_manifest_and_summary(tmp_path, monkeypa
     with pytest.raises(ScoringError, match=r"summary.tsv: not written by this process"):
         outputs.write_summary(tmp_path / "d", m, 2.0)
     monkeypatch.setattr(outputs, "_RUN_FILES_FORBIDDEN", None)
-    book = fasta.RunBook(tmp_path / "d", m, 2.0)
+    book = records.RunBook(tmp_path / "d", m, 2.0)
     book.write()
     book.pid = -1  # as if this were a forked copy of the coordinator
     with pytest.raises(ScoringError, match="written by the process that opened the run"):
@@ -190,19 +199,19 @@ def failing_model(bad: str):
     real = fm.forward_chunk
 
     def forward_chunk(tokens, state):
-        if fasta._score_record.current == bad:
+        if fasta.score_record.current == bad:
             raise RuntimeError("device lost")
         return real(tokens, state)
 
     fm.forward_chunk = forward_chunk
-    score_record = fasta._score_record
+    score_record = fasta.score_record
 
     def tracking(genome, name, *args, **kwargs):
         tracking.current = name
         return score_record(genome, name, *args, **kwargs)
 
     tracking.current = None
-    fasta._score_record = dataparallel._score_record = tracking
+    fasta.score_record = dataparallel.score_record = tracking
     return fm, k, window
 
 
@@ -345,14 +354,14 @@ import os
 if os.environ.get("RANK") == "1":
     from focus_nemo.scoring import dataparallel
 
-    real = dataparallel._score_record
+    real = dataparallel.score_record
 
     def failing(genome, name, *args, **kwargs):
         if name == os.environ["FAIL_RECORD"]:
             raise RuntimeError("device lost on rank 1")
         return real(genome, name, *args, **kwargs)
 
-    dataparallel._score_record = failing
+    dataparallel.score_record = failing
 """
 
 

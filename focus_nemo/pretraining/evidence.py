@@ -11,6 +11,7 @@ import torch
 from focus_nemo.evo2 import Evo2Model
 from focus_nemo.pretraining.data import ChromWindows, read_region
 
+
 def markov_bits_per_base(train: np.ndarray, test: np.ndarray, order: int) -> float:
     """Held-out bits/base of an order-`order` Markov chain with add-1/2 smoothing over ACGT."""
     lut = np.full(256, -1, dtype=np.int64)
@@ -123,7 +124,8 @@ def long_context_evidence(model: Evo2Model, sequences: list[np.ndarray], window:
 
 
 def heldout_sequences(cfg, n: int, length: int, seed: int) -> list[np.ndarray]:
-    """`n` random held-out windows (of ``cfg.heldout_range`` of a `PretrainConfig`) of `length` + 1 bases with at most ``cfg.max_n_fraction`` N (seeded)."""
+    """`n` random windows of `length` + 1 bases of ``cfg.heldout_range`` (a `PretrainConfig`'s held-out
+    range) with at most ``cfg.max_n_fraction`` N (seeded)."""
     held = read_region(cfg.fasta, cfg.chrom, *cfg.heldout_range)
     sampler = ChromWindows(held, length + 1, cfg.max_n_fraction, np.random.default_rng(seed))
     return [sampler.sample().copy() for _ in range(n)]

@@ -34,7 +34,6 @@ from focus_nemo.pretraining.poles import (
     load_raw_poles,
     parametrize_poles,
     plain_model,
-    plain_state_dict,
     raw_poles,
 )
 from focus_nemo.pretraining.repeats import RepeatConfig
@@ -469,7 +468,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     }
     if cfg.long_context_sequences:
         metrics["long_context"] = long_context_evidence(
-            plain_model(model), heldout_sequences(cfg, cfg.long_context_sequences, cfg.long_context_len, cfg.long_context_seed))
+            plain_model(model),
+            heldout_sequences(cfg, cfg.long_context_sequences, cfg.long_context_len, cfg.long_context_seed))
     if cfg.markov_order:
         metrics[f"markov{cfg.markov_order}_bits_per_base"] = markov_bits_per_base(
             train_seq, np.concatenate(eval_windows), cfg.markov_order)

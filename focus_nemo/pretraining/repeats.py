@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from focus_nemo.data.edits import BASES, indels, reverse_complement, substitute
+from focus_nemo.data.edits import indels, reverse_complement, substitute
 
 __all__ = ["RepeatConfig", "indels", "plant_repeats", "reverse_complement", "substitute"]
 

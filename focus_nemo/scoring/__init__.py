@@ -66,7 +66,7 @@ tensor-parallel ranks (1 for a single-device model) scores the records side by s
 first to the least-loaded group; each group streams its records as one process does, so the files are
 byte-identical to a single process's. A record's files are written by its group's first rank; the
 manifest and summary by one process (the coordinator of the workers, global rank 0), from the groups'
-reports, through `fasta.RunBook`; the others are refused (`outputs.forbid_run_files`). A worker that dies
+reports, through `records.RunBook`; the others are refused (`outputs.forbid_run_files`). A worker that dies
 stops the run with an error naming it and its record (``failed``); the other records in progress become
 ``pending``.
 
@@ -103,7 +103,7 @@ manifest, lock), ``tally`` (a record's figures and the bits-per-base check), ``f
 package re-exports their public names.
 """
 
-from focus_nemo.scoring.fasta import DEFAULT_READ, ScoreRun, ScoringInterrupted, run_report, score_fasta
+from focus_nemo.scoring.fasta import DEFAULT_READ, run_report, score_fasta
 from focus_nemo.scoring.model import (
     add_model_arguments,
     load_scoring_model,
@@ -122,6 +122,7 @@ from focus_nemo.scoring.outputs import (
     read_tsv,
     safe_stem,
 )
+from focus_nemo.scoring.records import ScoreRun, ScoringInterrupted
 from focus_nemo.scoring.stream import (
     DEFAULT_CHUNK,
     SCORE_DEFINITION,

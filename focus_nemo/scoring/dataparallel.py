@@ -17,7 +17,7 @@ Records to score are assigned longest first, each to the group with the fewest b
 every group streams its records one after another exactly as a single process does (same reads, same model
 calls), so every record's files are byte-identical to a single-process run's. One writer per file: a record's
 files are written (under a temporary name, then renamed) by its group's first rank alone; the manifest and
-the summary by the coordinator alone (`fasta.RunBook`; workers and other ranks call
+the summary by the coordinator alone (`records.RunBook`; workers and other ranks call
 `outputs.forbid_run_files`), from what the groups report: each finished record's manifest entry (files with
 their SHA-256, figures), or why it stopped. ``--resume`` is the single-process resume: the coordinator
 decides what is finished from the manifest and the checksummed files.
@@ -47,20 +47,20 @@ from collections.abc import Callable, Sequence
 import torch
 
 from focus_nemo.scoring import parallel
-from focus_nemo.scoring.fasta import (
+from focus_nemo.scoring.model import model_settings
+from focus_nemo.scoring.outputs import SUMMARY, forbid_run_files, progress_bar, settings_diff
+from focus_nemo.scoring.records import (
     Job,
     RunBook,
     ScoreRun,
     ScoringInterrupted,
-    _check_something_scored,
-    _record_scores,
-    _score_record,
-    _signals_raise,
+    check_something_scored,
     open_book,
+    record_scores,
+    score_record,
+    signals_raise,
     stop_reason,
 )
-from focus_nemo.scoring.model import model_settings
-from focus_nemo.scoring.outputs import SUMMARY, forbid_run_files, progress_bar, settings_diff
 from focus_nemo.scoring.stream import ScoringError
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def score_records(job: Job, fm, names: Sequence[str], send: Callable[[tuple], No
                 unsent[0], last[0] = 0, time.monotonic()
 
         try:
-            entry = _score_record(job.genome, name, job.out, fm, job.k, job.window, job.formats, job.chunk_size,
+            entry = score_record(job.genome, name, job.out, fm, job.k, job.window, job.formats, job.chunk_size,
                                   job.read_size, advance, job.max_bits)
         except BaseException as e:
             with contextlib.suppress(Exception):
@@ -117,7 +117,7 @@ def score_records(job: Job, fm, names: Sequence[str], send: Callable[[tuple], No
 def stream_records(job: Job, fm, names: Sequence[str]) -> None:
     """The model calls of `score_records` without any file (the other ranks of a tensor-parallel group)."""
     for name in names:
-        for _ in _record_scores(job.genome, name, fm, job.k, job.window, job.chunk_size, job.read_size,
+        for _ in record_scores(job.genome, name, fm, job.k, job.window, job.chunk_size, job.read_size,
                                 lambda n: None):
             pass
 
@@ -203,7 +203,7 @@ def _worker_main(index: int, conn, job: Job, factory, settings: dict | None, thr
     torch.set_num_threads(threads)
     code = 0
     try:
-        with _signals_raise(True):
+        with signals_raise(True):
             try:
                 made = factory()
                 fm, k, window = made if isinstance(made, tuple) else (made, None, None)
@@ -419,7 +419,7 @@ def score_with_workers(job: Job, run: ScoreRun, opened: tuple, workers: int, fac
     collector = None
     with contextlib.ExitStack() as stack, progress_bar(progress) as bar:
         try:
-            with _signals_raise(True):
+            with signals_raise(True):
                 ready = pool.ready(job.out)
             first = ready[0][0] if settings is None else settings
             for i, (theirs, _) in enumerate(ready):
@@ -432,7 +432,7 @@ def score_with_workers(job: Job, run: ScoreRun, opened: tuple, workers: int, fac
             collector = Collector(book, job.genome, run, bar, sum(job.genome.length(x) for x in todo), "worker")
             logger.info("%s: %d record(s) over %d worker(s) (pids %s), %d thread(s) each", job.out, len(todo), n,
                         ", ".join(str(p) for p in pool.pids.values()), each)
-            with _signals_raise(True):
+            with signals_raise(True):
                 pool.start(plan)
                 pool.run(collector, job.out)
         except BaseException as e:
@@ -498,7 +498,7 @@ def score_in_groups(job: Job, run: ScoreRun, opened: tuple, fm, where: parallel.
         else:
             _coordinate(job, run, book, fm, mine, where, chan, progress, total)
             run.summary = book.complete()
-    _check_something_scored(run, job.out, allow_empty, rank, world, chan)
+    check_something_scored(run, job.out, allow_empty, rank, world, chan)
     dist.destroy_process_group(chan)
     return run
 
@@ -523,7 +523,7 @@ def _coordinate(job: Job, run: ScoreRun, book: RunBook, fm, mine: list[str], whe
         listener = threading.Thread(target=listen, name="score-reports", daemon=True)
         listener.start()
         try:
-            with _signals_raise(True):
+            with signals_raise(True):
                 score_records(job, fm, mine, lambda msg: collector.handle(0, msg))
                 while listener.is_alive():
                     listener.join(0.5)
@@ -541,3 +541,32 @@ def _coordinate(job: Job, run: ScoreRun, book: RunBook, fm, mine: list[str], whe
                 raise WorkerFailed(f"{failed}; {job.out} is incomplete ({SUMMARY} lists what is finished): "
                                    f"fix the cause, then rerun with --resume") from e
             raise
+
+
+def single_device_model(stack: contextlib.ExitStack, model: tuple, device: str | None, config: str | None, horizon,
+                        workers: int, distributed: bool) -> tuple:
+    """The scoring model of a run whose groups are single processes: (fm, k, window, factory).
+
+    One process: the model on `device` (`focus_nemo.cli.default_device`). Under torchrun without tensor
+    parallelism: each rank's own model on its GPU (or the CPU), the process group torn down by `stack`.
+    With ``workers > 1``: no model here (fm None) but a `factory` each worker calls to build its own.
+
+    Args:
+        model: (checkpoint, adapter, k, window, dtype) as `load_scoring_model` takes them.
+    """
+    import functools
+
+    from focus_nemo.cli import default_device
+    from focus_nemo.scoring.model import load_scoring_model
+
+    if workers > 1 and distributed:
+        raise ValueError("--workers: not under torchrun, whose processes are the workers already")
+    where = default_device(device)
+    if distributed:  # torchrun, a single-device model per rank: data parallel only
+        where = parallel.init_data_parallel(device)
+        stack.callback(parallel.teardown_data_parallel)
+    if workers > 1:  # each worker builds the model; this process coordinates
+        factory = functools.partial(load_scoring_model, *model, where, config=config, horizon=horizon)
+        return None, model[2], model[3], factory
+    fm, k, window = load_scoring_model(*model, where, config=config, horizon=horizon)
+    return fm, k, window, None
