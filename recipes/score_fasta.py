@@ -47,7 +47,8 @@ def main(argv=None) -> None:
                                chunk_size=a.chunk_size, resume=a.resume, progress=not a.no_progress and rank == 0,
                                info={"fasta": a.fasta, "checkpoint": a.checkpoint, "adapter": a.adapter},
                                allow_empty=a.allow_empty, max_bits_per_base=a.max_bits_per_base,
-                               workers=a.workers, model_factory=factory, threads=a.threads)
+                               workers=a.workers, model_factory=factory, threads=a.threads,
+                               split_records=a.split_records, split_overlap=a.split_overlap)
 
     run = cli.run(command, errors=(ValueError, FileNotFoundError), quiet=rank != 0)
     if rank == 0:

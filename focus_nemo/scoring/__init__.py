@@ -68,7 +68,10 @@ byte-identical to a single process's. A record's files are written by its group'
 manifest and summary by one process (the coordinator of the workers, global rank 0), from the groups'
 reports, through `records.RunBook`; the others are refused (`outputs.forbid_run_files`). A worker that dies
 stops the run with an error naming it and its record (``failed``); the other records in progress become
-``pending``.
+``pending``. ``split_records=SIZE`` (``--split-records``, off by default) also cuts records longer than SIZE
+into segments scored side by side, each after the first from ``split_overlap`` warm-up bases before its
+start, and assembled by the coordinator into the same record files (`focus_nemo.scoring.segments`; the
+scores differ from an unsplit stream's unless the warm-up reaches the record's start).
 
 `score_variants` scores REF -> ALT changes: ``delta_ll = ll_alt - ll_ref``, where ``ll_ref`` is the sum of
 the scores of every scored position of the reference window ``[start - flank, end + flank)`` (clipped at

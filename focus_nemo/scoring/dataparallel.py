@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from focus_nemo.scoring import parallel
+from focus_nemo.scoring import parallel, segments
 from focus_nemo.scoring.model import model_settings
 from focus_nemo.scoring.outputs import SUMMARY, forbid_run_files, progress_bar, settings_diff
 from focus_nemo.scoring.records import (
@@ -56,7 +56,6 @@ from focus_nemo.scoring.records import (
     ScoringInterrupted,
     check_something_scored,
     open_book,
-    record_scores,
     score_record,
     signals_raise,
     stop_reason,
@@ -89,10 +88,12 @@ def assign(lengths: dict[str, int], groups: int) -> list[list[str]]:
 
 
 def score_records(job: Job, fm, names: Sequence[str], send: Callable[[tuple], None]) -> None:
-    """Score `names` one after another into their files (a group's first rank, or a worker), reporting to
-    the coordinator through `send`: ``("start", name)``, ``("progress", bases)``, ``("done", name, entry)``,
-    ``("stopped", name, why)`` (then the error is raised again) and ``("end",)`` after the last record."""
-    for name in names:
+    """Score `names` (records or `segments.Segment`s) one after another into their files (a group's first
+    rank, or a worker), reporting to the coordinator through `send`: ``("start", record)``, ``("progress",
+    bases)``, ``("done", item, entry)``, ``("stopped", record, why)`` (then the error is raised again) and
+    ``("end",)`` after the last one."""
+    for item in names:
+        name = segments.name_of(item)
         send(("start", name))
         done, unsent, last = [0], [0], [time.monotonic()]
 
@@ -104,22 +105,21 @@ def score_records(job: Job, fm, names: Sequence[str], send: Callable[[tuple], No
                 unsent[0], last[0] = 0, time.monotonic()
 
         try:
-            entry = score_record(job.genome, name, job.out, fm, job.k, job.window, job.formats, job.chunk_size,
-                                  job.read_size, advance, job.max_bits)
+            entry = segments.score_segment(job, fm, item, advance) if isinstance(item, segments.Segment) else \
+                score_record(job.genome, name, job.out, fm, job.k, job.window, job.formats, job.chunk_size,
+                             job.read_size, advance, job.max_bits)
         except BaseException as e:
             with contextlib.suppress(Exception):
-                send(("stopped", name, stop_reason(e, done[0], job.genome.length(name))))
+                send(("stopped", name, stop_reason(e, done[0], segments.length_of(job.genome, item))))
             raise
-        send(("done", name, entry))
+        send(("done", item, entry))
     send(("end",))
 
 
 def stream_records(job: Job, fm, names: Sequence[str]) -> None:
     """The model calls of `score_records` without any file (the other ranks of a tensor-parallel group)."""
-    for name in names:
-        for _ in record_scores(job.genome, name, fm, job.k, job.window, job.chunk_size, job.read_size,
-                                lambda n: None):
-            pass
+    for item in names:
+        segments.stream_item(job, fm, item)
 
 
 class Collector:
@@ -146,12 +146,11 @@ class Collector:
                     self.current[group][1] += msg[1]
                 self.bar.advance(self.task, msg[1])
             elif kind == "done":
-                name, entry = msg[1], msg[2]
+                item, entry = msg[1], msg[2]
                 seen = self.current.get(group)[1] if self.current.get(group) else 0
-                self.bar.advance(self.task, self.genome.length(name) - seen)
-                self.book.finished(name, entry)
-                self.run.scored.append(name)
+                self.bar.advance(self.task, segments.length_of(self.genome, item) - seen)
                 self.current[group] = None
+                segments.finish(self.book, self.run, item, entry)
             elif kind == "stopped":
                 name, why = msg[1], msg[2]
                 self.book.stopped(name, why)
@@ -409,7 +408,7 @@ def score_with_workers(job: Job, run: ScoreRun, opened: tuple, workers: int, fac
         pickle.dumps(factory)
     except Exception as e:  # noqa: BLE001 - any pickling failure
         raise ValueError(f"model_factory: must be picklable to reach the worker processes ({e})") from None
-    n = max(1, min(workers, len(names)))
+    n = max(1, min(workers, segments.max_items(job.genome, names, job.split)))
     info = {**info, "workers": n, "threads_per_worker": each}
     source = job.source if isinstance(job.source, (str, os.PathLike)) else job.genome
     if not resume and job.out.is_dir() and any(job.out.iterdir()):  # before any worker starts
@@ -428,8 +427,10 @@ def score_with_workers(job: Job, run: ScoreRun, opened: tuple, workers: int, fac
                     raise ScoringError(f"worker {i}'s model differs from worker 0's ({'; '.join(diff)})")
             info.setdefault("device", ready[0][1])
             book, todo = open_book(stack, job, run, first, resume, names, requested, empty, info)
-            plan = assign({name: job.genome.length(name) for name in todo}, n)
-            collector = Collector(book, job.genome, run, bar, sum(job.genome.length(x) for x in todo), "worker")
+            todo = segments.plan(book, job, todo, run)
+            plan = assign({item: segments.length_of(job.genome, item) for item in todo}, n)
+            collector = Collector(book, job.genome, run, bar, sum(segments.length_of(job.genome, x) for x in todo),
+                                  "worker")
             logger.info("%s: %d record(s) over %d worker(s) (pids %s), %d thread(s) each", job.out, len(todo), n,
                         ", ".join(str(p) for p in pool.pids.values()), each)
             with signals_raise(True):
@@ -473,8 +474,9 @@ def score_in_groups(job: Job, run: ScoreRun, opened: tuple, fm, where: parallel.
         if rank == 0:
             try:
                 book, todo = open_book(stack, job, run, settings, resume, names, requested, empty, info)
-                plan = ("ok", assign({n: job.genome.length(n) for n in todo}, groups), run.skipped)
-                total = sum(job.genome.length(n) for n in todo)
+                todo = segments.plan(book, job, todo, run)
+                plan = ("ok", assign({x: segments.length_of(job.genome, x) for x in todo}, groups), run.skipped)
+                total = sum(segments.length_of(job.genome, x) for x in todo)
             except Exception as e:
                 parallel.from_rank0(("error", f"{type(e).__name__}: {e}"), world, chan)
                 raise
@@ -494,7 +496,7 @@ def score_in_groups(job: Job, run: ScoreRun, opened: tuple, fm, where: parallel.
                 score_records(job, fm, mine, send)
             else:
                 stream_records(job, fm, mine)
-            run.scored = list(mine)
+            run.scored = list(dict.fromkeys(segments.name_of(x) for x in mine))
         else:
             _coordinate(job, run, book, fm, mine, where, chan, progress, total)
             run.summary = book.complete()

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from focus_nemo.scoring import parallel
+from focus_nemo.scoring import parallel, segments
 from focus_nemo.scoring.model import model_settings
 from focus_nemo.scoring.outputs import (
     FINISHED,
@@ -23,9 +23,9 @@ from focus_nemo.scoring.records import (
     ScoreRun,
     check_something_scored,
     open_book,
-    record_scores,
     score_record,
     signals_raise,
+    split_settings,
     stop_reason,
 )
 from focus_nemo.scoring.stream import DEFAULT_CHUNK, ScoringError
@@ -34,6 +34,7 @@ from focus_nemo.scoring.tally import UNIFORM_BITS, check_max_bits
 logger = logging.getLogger(__name__)
 
 DEFAULT_READ = 1 << 20
+DEFAULT_OVERLAP = 1 << 15  # --split-overlap
 
 
 def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str] | None = None,
@@ -41,7 +42,8 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                 chunk_size: int = DEFAULT_CHUNK, read_size: int = DEFAULT_READ, resume: bool = False,
                 progress: bool = True, info: dict | None = None, allow_empty: bool = False,
                 max_bits_per_base: float = UNIFORM_BITS, workers: int = 1, model_factory: Callable | None = None,
-                threads: int | None = None) -> ScoreRun:
+                threads: int | None = None, split_records: int | None = None,
+                split_overlap: int = DEFAULT_OVERLAP) -> ScoreRun:
     """Score every base of the records of a FASTA file by streaming them through FOCUS.
 
     Under an initialised `torch.distributed` every rank must call this with the same arguments and its
@@ -75,6 +77,10 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
             win over the returned ones).
         threads: with ``workers > 1``, CPU threads of all workers together, split evenly (at least one each;
             None: torch's default here).
+        split_records: score records longer than this many bases (a multiple of the window) in segments
+            that workers or groups score side by side (`focus_nemo.scoring.segments`); None: records whole.
+        split_overlap: warm-up bases streamed before each segment after the first (scores discarded),
+            rounded up to a multiple of the window (default `DEFAULT_OVERLAP`, 32,768).
 
     Raises:
         ScoringError: a bad option, unusable output directory, settings or FASTA differing from the
@@ -107,6 +113,7 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
         settings = {**model_settings(fm, k, window), "formats": list(formats)}  # collective under TP
     else:  # the workers build the model and report its settings
         settings = None
+    split_settings((split_records, split_overlap), window)  # window None (workers): checked again on opening
     requested = list(dict.fromkeys(genome.resolve(n) for n in (genome.names if records is None else records)))
     names = genome.records(records)  # empty records left out (FastaWarning) or an error, per the FASTA policy
     empty = {n: not_scored_row(n, "skipped", "empty record (a header with no sequence)")
@@ -114,7 +121,8 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
     check_stems(names)
     out = Path(out_dir)
     run = ScoreRun(out)
-    job = Job(genome, out, k, window, formats, chunk_size, read_size, max_bits, fasta)
+    job = Job(genome, out, k, window, formats, chunk_size, read_size, max_bits, fasta,
+              (split_records, split_overlap))
     if workers > 1 or where.groups > 1:
         from focus_nemo.scoring import dataparallel
 
@@ -134,6 +142,7 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                 if world > 1:
                     extra["tensor_parallel"] = world
                 book, todo = open_book(stack, job, run, settings, resume, names, requested, empty, extra)
+                todo = segments.plan(book, job, todo, run)
                 plan = ("ok", todo, run.skipped)
             except Exception as e:
                 parallel.from_rank0(("error", f"{type(e).__name__}: {e}"), world)
@@ -145,8 +154,9 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                 raise ScoringError(f"rank 0 could not start scoring: {plan[1]}")
             todo, run.skipped = plan[1], list(plan[2])
         with progress_bar(progress and rank == 0) as bar, signals_raise(rank == 0):
-            task = bar.add_task("scoring", total=sum(genome.length(n) for n in todo))
-            for name in todo:
+            task = bar.add_task("scoring", total=sum(segments.length_of(genome, n) for n in todo))
+            for item in todo:
+                name = segments.name_of(item)
                 bar.update(task, description=name)
                 done = [0]
 
@@ -155,18 +165,17 @@ def score_fasta(fasta, out_dir: str | os.PathLike, fm, *, records: Sequence[str]
                     bar.advance(task, n)
 
                 if rank != 0:
-                    for _ in record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
-                        pass
-                    run.scored.append(name)
+                    segments.stream_item(job, fm, item)
+                    run.scored += [name] if name not in run.scored else []
                     continue
                 try:
-                    entry = score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance,
+                    entry = segments.score_segment(job, fm, item, advance) if isinstance(item, segments.Segment) \
+                        else score_record(genome, name, out, fm, k, window, formats, chunk_size, read_size, advance,
                                           max_bits)
                 except BaseException as e:
-                    book.stopped(name, stop_reason(e, done[0], genome.length(name)))
+                    book.stopped(name, stop_reason(e, done[0], segments.length_of(genome, item)))
                     raise
-                book.finished(name, entry)
-                run.scored.append(name)
+                segments.finish(book, run, item, entry)
         if rank == 0:
             run.summary = book.complete()
     return check_something_scored(run, out, allow_empty, rank, world)
@@ -204,6 +213,10 @@ def add_score_fasta_arguments(p) -> None:
     p.add_argument("--tensor-parallel", type=int, metavar="N", help="split the model over N processes (torchrun)")
     p.add_argument("--workers", type=cli.at_least(1), default=1, metavar="N",
                    help="score records in N processes on this machine (data parallel; --threads is their total)")
+    p.add_argument("--split-records", type=cli.at_least(1), metavar="SIZE",
+                   help="score records longer than SIZE bases (a multiple of the window) in segments side by side")
+    p.add_argument("--split-overlap", type=cli.at_least(0), default=DEFAULT_OVERLAP, metavar="BASES",
+                   help=f"warm-up bases before each segment, scores discarded (default {DEFAULT_OVERLAP})")
     p.add_argument("--format", default="npz", choices=["npz", "bedgraph", "both"])
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--allow-empty", action="store_true", help="exit 0 even when no base at all is scored")

@@ -107,6 +107,24 @@ class Job:
     read_size: int
     max_bits: float
     source: object = None  # what `score_fasta` was given: a path that worker processes open again, or a Genome
+    split: tuple | None = None  # (split_records, split_overlap) as given; `split_settings` checks them
+
+
+def split_settings(split: tuple | None, window: int | None) -> dict:
+    """The manifest settings of splitting long records into segments (`focus_nemo.scoring.segments`):
+    ``split_records`` (segment size, a multiple of the window W) and ``split_overlap`` (warm-up bases before
+    each segment after the first, rounded up to a multiple of W); empty when records are not split."""
+    size, overlap = split if split is not None else (None, 0)
+    if not isinstance(overlap, int) or overlap < 0:
+        raise ScoringError(f"split_overlap (--split-overlap): must be an integer >= 0 bases, got {overlap!r}")
+    if size is None:
+        return {}
+    if not isinstance(size, int) or size < 1 or (window is not None and size % window):
+        raise ScoringError(f"split_records (--split-records): must be a positive multiple of the window "
+                           f"W={window}, got {size!r}")
+    if window is None:
+        return {}
+    return {"split_records": size, "split_overlap": -(-overlap // window) * window}
 
 
 class RunBook:
@@ -142,6 +160,9 @@ class RunBook:
         """Record why `name` did not finish (`stop_reason`); best effort: on a full disk this write may fail
         too, and the files already say the run is incomplete."""
         with self.lock:
+            kept = len(self.manifest.get("segments", {}).get(name, {}))
+            if kept:  # a record scored in segments (`focus_nemo.scoring.segments`)
+                why = {**why, "note": f"{why['note']}; {kept} segment(s) scored, kept for --resume"}
             self.manifest.setdefault("unfinished", {})[name] = why
             try:
                 self.write()
@@ -164,6 +185,7 @@ def open_book(stack: contextlib.ExitStack, job: Job, run: ScoreRun, settings: di
               names: list[str], requested: list[str], empty: dict, info: dict) -> tuple[RunBook, list[str]]:
     """Open (and lock until `stack` closes) the output directory, write its manifest and summary saying
     which records are pending; returns the run's `RunBook` and the records still to score."""
+    settings = {**settings, **split_settings(job.split, settings["window"])}
     manifest, todo = open_run(stack, job.out, settings, resume, names, requested, job.formats, job.genome,
                                job.read_size, run)
     manifest["not_scored"] = empty
@@ -173,6 +195,7 @@ def open_book(stack: contextlib.ExitStack, job: Job, run: ScoreRun, settings: di
         if key in earlier and key not in info:
             manifest["info"][key] = 1
     book = RunBook(job.out, manifest, job.max_bits)
+    book.job = job
     # from here on the directory says which records are pending until each one is finished
     book.write()
     return book, todo
@@ -230,8 +253,11 @@ def record_scores(genome, name: str, fm, k: int, window: int, chunk_size: int, r
 
 
 def score_record(genome, name: str, out: Path, fm, k: int, window: int, formats: Sequence[str],
-                  chunk_size: int, read_size: int, advance: Callable[[int], None], max_bits: float) -> dict:
-    """Stream one record into temporary output files, rename them into place, return its manifest entry."""
+                  chunk_size: int, read_size: int, advance: Callable[[int], None], max_bits: float,
+                  scores=None, seconds: float | None = None) -> dict:
+    """Stream one record into temporary output files, rename them into place, return its manifest entry.
+    `scores`: (start, bases, scores) of each read already scored (segments assembled; `seconds` their time)
+    instead of the model's."""
     t0 = time.perf_counter()
     n = genome.length(name)
     stem = safe_stem(name)
@@ -247,12 +273,14 @@ def score_record(genome, name: str, out: Path, fm, k: int, window: int, formats:
                 with writing(finals[fmt], out):
                     writers[fmt] = NpzWriter(tmp, n) if fmt == "npz" else BedGraphWriter(tmp, name)
             tally = RecordTally(name, n, max_bits)
-            for s, raw, ll in record_scores(genome, name, fm, k, window, chunk_size, read_size, advance):
+            if scores is None:
+                scores = record_scores(genome, name, fm, k, window, chunk_size, read_size, advance)
+            for s, raw, ll in scores:
                 tally.add(raw, ll)
                 for fmt, w in writers.items():
                     with writing(finals[fmt], out):
                         w.write(s, ll)
-            stats = tally.stats(time.perf_counter() - t0)
+            stats = tally.stats(time.perf_counter() - t0 if seconds is None else seconds)
             meta = {"record": name, "length": n, "units": UNITS, "score": SCORE_DEFINITION, "k": k,
                     "window": window, "first_base_acgt": tally.first_acgt,
                     **{c: stats[c] for c in ("scored", "n_bases", "iupac_bases", "soft_masked")}}
