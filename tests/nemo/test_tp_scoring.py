@@ -225,3 +225,27 @@ def test_two_data_parallel_groups_of_the_nemo_model_equal_one(inputs, tmp_path):
     m1, m2 = (json.loads((o / "manifest.json").read_text()) for o in (outs[1], outs[2]))
     assert m2["complete"] and m2["info"]["data_parallel"] == 2 and m2["settings"] == m1["settings"]
     assert {n: e["files"] for n, e in m1["records"].items()} == {n: e["files"] for n, e in m2["records"].items()}
+
+
+@pytest.mark.slow
+def test_two_data_parallel_groups_of_two_tensor_parallel_ranks_equal_one_group(inputs, tmp_path):
+    """torchrun --nproc_per_node 4 ... --tensor-parallel 2: two groups of two ranks (DP=2 x TP=2, gloo); each
+    record is scored by one group, and its files and checksums equal those of one TP=2 group (2 processes)."""
+    require_nemo()
+    outs = {}
+    for nproc in (2, 4):
+        out = tmp_path / f"n{nproc}" / "scores"
+        out.parent.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(RECIPE),
+             *_args(inputs, out, "--tensor-parallel", "2")],
+            cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        assert proc.stdout.count("2 record(s) scored, 0 already finished") == 1, proc.stdout
+        outs[nproc] = out
+    for name in ("rec1.npz", "rec1.bedgraph.gz", "chr2_alt.npz", "chr2_alt.bedgraph.gz"):
+        assert (outs[2] / name).read_bytes() == (outs[4] / name).read_bytes(), name
+    m2, m4 = (json.loads((o / "manifest.json").read_text()) for o in (outs[2], outs[4]))
+    assert m4["complete"] and m4["info"]["data_parallel"] == 2 and m4["info"]["tensor_parallel"] == 2
+    assert m4["settings"] == m2["settings"]
+    assert {n: e["files"] for n, e in m2["records"].items()} == {n: e["files"] for n, e in m4["records"].items()}
