@@ -205,21 +205,26 @@ def test_other_ranks_follow_rank0_and_write_nothing(inputs, tmp_path, monkeypatc
     assert not out.exists()
 
 
+def _torchrun_world(inputs, run: Path, nproc: int, tp: int,
+                    timeout: float) -> tuple[Path, subprocess.CompletedProcess]:
+    """`torchrun --nproc_per_node nproc ... --tensor-parallel tp` into <run>/scores: (the scores directory, the
+    finished process), which must have succeeded."""
+    out = run / "scores"
+    run.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(RECIPE),
+         *_args(inputs, out, "--tensor-parallel", str(tp))],
+        cwd=run, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return out, proc
+
+
 @pytest.mark.slow
 def test_two_data_parallel_groups_of_the_nemo_model_equal_one(inputs, tmp_path):
     """torchrun --nproc_per_node 2 ... --tensor-parallel 1: two groups of one rank (DP=2 x TP=1, gloo), each
     with the NeMo model; the record files and checksums equal those of one rank (--nproc_per_node 1)."""
     require_nemo()
-    outs = {}
-    for nproc in (1, 2):
-        out = tmp_path / f"dp{nproc}" / "scores"
-        out.parent.mkdir()
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(RECIPE),
-             *_args(inputs, out, "--tensor-parallel", "1")],
-            cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-        outs[nproc] = out
+    outs = {nproc: _torchrun_world(inputs, tmp_path / f"dp{nproc}", nproc, 1, 600)[0] for nproc in (1, 2)}
     for name in ("rec1.npz", "rec1.bedgraph.gz", "chr2_alt.npz", "chr2_alt.bedgraph.gz"):
         assert (outs[1] / name).read_bytes() == (outs[2] / name).read_bytes(), name
     m1, m2 = (json.loads((o / "manifest.json").read_text()) for o in (outs[1], outs[2]))
@@ -234,15 +239,8 @@ def test_two_data_parallel_groups_of_two_tensor_parallel_ranks_equal_one_group(i
     require_nemo()
     outs = {}
     for nproc in (2, 4):
-        out = tmp_path / f"n{nproc}" / "scores"
-        out.parent.mkdir()
-        proc = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(RECIPE),
-             *_args(inputs, out, "--tensor-parallel", "2")],
-            cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        outs[nproc], proc = _torchrun_world(inputs, tmp_path / f"n{nproc}", nproc, 2, 900)
         assert proc.stdout.count("2 record(s) scored, 0 already finished") == 1, proc.stdout
-        outs[nproc] = out
     for name in ("rec1.npz", "rec1.bedgraph.gz", "chr2_alt.npz", "chr2_alt.bedgraph.gz"):
         assert (outs[2] / name).read_bytes() == (outs[4] / name).read_bytes(), name
     m2, m4 = (json.loads((o / "manifest.json").read_text()) for o in (outs[2], outs[4]))
