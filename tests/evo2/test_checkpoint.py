@@ -357,12 +357,8 @@ def _unchosen(cfg: Evo2Config) -> Evo2Config:
     return Evo2Config(**fields)
 
 
-@pytest.mark.parametrize("fmt", ["vortex", "savanna", "ours"])
-def test_config_without_norm_form_keeps_the_checkpoints_form(tmp_path, fmt):
-    """load_evo2(file, config=Evo2Config(...)) with no norm_form chosen computes in the file's own form: Arc's for
-    vortex and savanna files, the recorded one for ours. Pinned against Arc's formula (vortex) or the saved model
-    at activations where the forms differ by far more than the tolerance."""
-    arc = Evo2Config.preset("tiny", norm_form="arc")
+def _saved_arc_model(arc: Evo2Config, fmt: str, tmp_path):
+    """(an Arc-form model at small activations, the file it was written to in `fmt`: vortex, savanna or ours)."""
     model = _small_activation_arc_model(arc)
     if fmt == "vortex":
         (path,) = export_vortex(model, tmp_path / "m.pt")
@@ -371,6 +367,16 @@ def test_config_without_norm_form_keeps_the_checkpoints_form(tmp_path, fmt):
         torch.save(savanna_checkpoint(model), path)
     else:
         path = save_evo2(model, tmp_path / "ckpt")
+    return model, path
+
+
+@pytest.mark.parametrize("fmt", ["vortex", "savanna", "ours"])
+def test_config_without_norm_form_keeps_the_checkpoints_form(tmp_path, fmt):
+    """load_evo2(file, config=Evo2Config(...)) with no norm_form chosen computes in the file's own form: Arc's for
+    vortex and savanna files, the recorded one for ours. Pinned against Arc's formula (vortex) or the saved model
+    at activations where the forms differ by far more than the tolerance."""
+    arc = Evo2Config.preset("tiny", norm_form="arc")
+    model, path = _saved_arc_model(arc, fmt, tmp_path)
     given = _unchosen(arc)
     assert given.norm_form == "nemo" and not given.norm_form_chosen
     with warnings.catch_warnings():
@@ -397,14 +403,7 @@ def test_config_without_norm_form_keeps_the_checkpoints_form(tmp_path, fmt):
 def test_config_contradicting_the_files_norm_form_warns_naming_both(tmp_path, fmt):
     """A config that chooses a form other than the file's is honoured, with a warning naming both forms."""
     arc = Evo2Config.preset("tiny", norm_form="arc")
-    model = _small_activation_arc_model(arc)
-    if fmt == "vortex":
-        (path,) = export_vortex(model, tmp_path / "m.pt")
-    elif fmt == "savanna":
-        path = tmp_path / "savanna.pt"
-        torch.save(savanna_checkpoint(model), path)
-    else:
-        path = save_evo2(model, tmp_path / "ckpt")
+    model, path = _saved_arc_model(arc, fmt, tmp_path)
     given = Evo2Config.preset("tiny", norm_form="nemo")
     assert given.norm_form_chosen
     with pytest.warns(UserWarning, match=r"sets norm_form='nemo'.*normalises in the 'arc' form") as record:
